@@ -1,0 +1,102 @@
+"""Ops that pick or place entries by integer index: gather, index-add (scatter-add), where, masked
+fill and top-k. Indices are plain integer arrays: they carry no gradient."""
+from ..tensor import Function, Tensor, _as_tensors
+from .arithmetic import unbroadcast
+
+
+def _raw(index):
+    return index.data if isinstance(index, Tensor) else index
+
+
+def along_axis_positions(xp, index, axis):
+    """A tuple of integer arrays that addresses `x[..., index, ...]` entry by entry, i.e. the
+    positions `take_along_axis(x, index, axis)` reads (other axes by broadcasting aranges)."""
+    positions = []
+    for d in range(index.ndim):
+        if d == axis:
+            positions.append(index)
+        else:
+            shape = [1] * index.ndim
+            shape[d] = index.shape[d]
+            positions.append(xp.arange(index.shape[d]).reshape(shape))
+    return tuple(positions)
+
+
+class Gather(Function):
+    """out = take_along_axis(x, index, axis). Backward: scatter-add the gradient back to the
+    positions read (a position read twice collects both gradients)."""
+
+    def forward(self, x, index, axis):
+        if index.ndim != x.ndim:
+            raise ValueError(f"gather: index has {index.ndim} axes but x has {x.ndim} (shapes {tuple(index.shape)} and {tuple(x.shape)})")
+        self.in_shape, self.axis = x.shape, axis % x.ndim
+        self.positions = along_axis_positions(self.xp, index, self.axis)
+        return x[self.positions]
+
+    def backward(self, g):
+        grad = self.xp.zeros(self.in_shape, dtype=g.dtype)
+        self.xp.add.at(grad, self.positions, g)
+        return (grad,)
+
+
+def gather(x, index, axis=-1):
+    return Gather.apply(x, index=_raw(index), axis=axis)
+
+
+class IndexAdd(Function):
+    """out = x, then out[index[i]] += source[i] along `axis` (torch's index_add; a scatter-add).
+    Repeated indices accumulate. Backward: x gets g, source gets g read back at index."""
+
+    def forward(self, x, source, index, axis):
+        axis = axis % x.ndim
+        expected = x.shape[:axis] + (len(index),) + x.shape[axis + 1 :]
+        if tuple(source.shape) != tuple(expected):
+            raise ValueError(f"index_add: source has shape {tuple(source.shape)}, expected {expected} for x {tuple(x.shape)} and {len(index)} indices along axis {axis}")
+        self.index, self.axis = index, axis
+        out = x.copy()
+        self.xp.add.at(out, (slice(None),) * axis + (index,), source)
+        return out
+
+    def backward(self, g):
+        return g, self.xp.take(g, self.index, axis=self.axis)
+
+
+def index_add(x, index, source, axis=0):
+    return IndexAdd.apply(x, source, index=_raw(index), axis=axis)
+
+
+class Where(Function):
+    """cond ? a : b elementwise; the gradient flows to whichever side was chosen."""
+
+    def forward(self, a, b, cond):
+        self.cond, self.a_shape, self.b_shape = cond, a.shape, b.shape
+        return self.xp.where(cond, a, b)
+
+    def backward(self, g):
+        zero = self.xp.zeros((), dtype=g.dtype)
+        return unbroadcast(self.xp.where(self.cond, g, zero), self.a_shape), unbroadcast(self.xp.where(self.cond, zero, g), self.b_shape)
+
+
+def where(cond, a, b):
+    a, b = _as_tensors("where", (a, b))
+    return Where.apply(a, b, cond=_raw(cond))
+
+
+def masked_fill(x, mask, value):
+    """x with `value` wherever `mask` is True (e.g. -inf on future positions); no gradient there."""
+    return where(mask, value, x)
+
+
+def topk(x, k, axis=-1):
+    """The k largest entries along `axis`, in descending order: (values, indices).
+
+    Values are a gather of x, so they carry the gradient; indices are a plain integer array. Ties
+    go to the lower index (a stable sort), the same on NumPy and CuPy.
+    """
+    n = x.shape[axis]
+    if not 1 <= k <= n:
+        raise ValueError(f"topk: k={k} must be between 1 and the size of axis {axis}, which is {n}")
+    xp = x.xp
+    order = xp.argsort(-x.data, axis=axis, kind="stable")
+    indices = xp.take(order, xp.arange(k), axis=axis)
+    return gather(x, indices, axis=axis), indices
