@@ -4,9 +4,9 @@ Each function here is a thin front door to an op in `minimoe/ops/`, where its ba
 """
 from .ops.arithmetic import MatMul
 from .ops.attention import attention
-from .ops.indexing import gather, index_add, masked_fill, topk, where
+from .ops.indexing import gather, index_add, masked_fill, permute_rows, topk, unpermute_rows, where
 from .ops.normalize import CrossEntropy, Dropout, LayerNorm, LogSoftmax, LogSumExp, RMSNorm, Softmax
-from .ops.pointwise import Exp, Gelu, Log, Relu, Sigmoid, Silu, Softplus, Sqrt, Tanh
+from .ops.pointwise import Exp, Gelu, Log, NormalCdf, Relu, Sigmoid, Silu, Softplus, Sqrt, Tanh
 from .ops.reduce import mean
 from .ops.shape import concatenate, split, stack
 from .random import device_rng
@@ -14,9 +14,9 @@ from .tensor import Tensor, tensor
 
 __all__ = [
     "attention", "concatenate", "cross_entropy", "dropout", "exp", "gather", "gelu", "index_add",
-    "layer_norm", "log", "log_softmax", "logsumexp", "masked_fill", "matmul", "mean", "relu",
+    "layer_norm", "log", "normal_cdf", "log_softmax", "logsumexp", "masked_fill", "matmul", "mean", "permute_rows", "relu",
     "rms_norm", "sigmoid", "silu", "softmax", "softplus", "split", "sqrt", "stack", "tanh", "topk",
-    "where",
+    "unpermute_rows", "where",
 ]
 
 
@@ -58,6 +58,10 @@ def silu(x):
 
 def softplus(x):
     return Softplus.apply(x)
+
+
+def normal_cdf(x):
+    return NormalCdf.apply(x)
 
 
 def softmax(x, axis=-1):

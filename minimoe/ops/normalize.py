@@ -47,14 +47,12 @@ class LogSumExp(Function):
         m = x.max(axis=axis, keepdims=True)
         e = xp.exp(x - m)
         s = e.sum(axis=axis, keepdims=True)
-        self.p, self.axis, self.keepdims = e / s, axis, keepdims
+        self.p, self.kept_shape = e / s, s.shape
         out = m + xp.log(s)
         return out if keepdims else out.squeeze(axis)
 
     def backward(self, g):
-        if not self.keepdims:
-            g = self.xp.expand_dims(g, self.axis)
-        return (g * self.p,)
+        return (g.reshape(self.kept_shape) * self.p,)  # reduced axes back as size 1 (any `axis`)
 
 
 class CrossEntropy(Function):
@@ -136,7 +134,7 @@ class Dropout(Function):
     Srivastava et al. 2014), so evaluation needs no rescaling. The mask is drawn by the caller."""
 
     def forward(self, x, keep_mask, p):
-        self.scale = keep_mask * (1.0 / (1.0 - p))
+        self.scale = keep_mask.astype(x.dtype) * (1.0 / (1.0 - p))  # in x's dtype: bool * float is float64
         return x * self.scale
 
     def backward(self, g):

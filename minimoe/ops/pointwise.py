@@ -67,24 +67,36 @@ class Relu(Function):
 GELU_C = math.sqrt(2 / math.pi)
 
 
-class Gelu(Function):
-    """GELU with the tanh approximation (Hendrycks & Gimpel 2016, eq. after §2; GPT-2 uses it):
-    gelu(x) = x/2 (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi)."""
+def gelu_forward(xp, x):
+    """GELU with the tanh approximation (Hendrycks & Gimpel 2016, §2; GPT-2 uses it):
+    gelu(x) = x/2 (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi). Returns (gelu(x), the tanh),
+    the tanh being what the backward needs."""
+    t = xp.tanh(GELU_C * (x + 0.044715 * x * x * x))
+    return 0.5 * x * (1 + t), t
 
+
+def gelu_grad(x, t):
+    """d gelu / dx from x and the tanh saved by `gelu_forward`."""
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (GELU_C * (1 + 3 * 0.044715 * x * x))
+
+
+class Gelu(Function):
     def forward(self, x):
-        xp = self.xp
+        y, self.t = gelu_forward(self.xp, x)
         self.x = x
-        self.t = xp.tanh(GELU_C * (x + 0.044715 * x * x * x))
-        return 0.5 * x * (1 + self.t)
+        return y
 
     def backward(self, g):
-        x, t = self.x, self.t
-        dinner = GELU_C * (1 + 3 * 0.044715 * x * x)
-        return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner),)
+        return (g * gelu_grad(self.x, self.t),)
+
+
+def silu_grad(x, s):
+    """d silu / dx = s (1 + x (1 - s)), with s = sigmoid(x)."""
+    return s * (1 + x * (1 - s))
 
 
 class Silu(Function):
-    """silu(x) = x * sigmoid(x) (the "swish" of SwiGLU); d/dx = s (1 + x (1 - s))."""
+    """silu(x) = x * sigmoid(x) (the "swish" of SwiGLU)."""
 
     def forward(self, x):
         self.x = x
@@ -92,8 +104,7 @@ class Silu(Function):
         return x * self.s
 
     def backward(self, g):
-        s = self.s
-        return (g * s * (1 + self.x * (1 - s)),)
+        return (g * silu_grad(self.x, self.s),)
 
 
 class Softplus(Function):
@@ -107,3 +118,41 @@ class Softplus(Function):
 
     def backward(self, g):
         return (g * stable_sigmoid(self.xp, self.x),)
+
+
+# Abramowitz & Stegun 7.1.26: erf(x) ~ 1 - P(t) e^{-x^2}, t = 1 / (1 + p x), for x >= 0, with an
+# absolute error below 1.5e-7. NumPy has no erf, and this keeps the engine free of SciPy.
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+class NormalCdf(Function):
+    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, the standard normal CDF: Shazeer et al. (2017, App. A,
+    eq. 9) use it to turn noisy top-k gating into a smooth, differentiable load estimate.
+
+    The backward is the exact derivative of the approximation used in the forward (not the
+    Gaussian density it approximates to about 1e-7), so finite differences agree with it."""
+
+    def forward(self, z):
+        xp = self.xp
+        self.sign = xp.sign(z)
+        self.x = xp.abs(z) / math.sqrt(2)
+        self.t = 1 / (1 + _ERF_P * self.x)
+        self.e = xp.exp(-self.x * self.x)
+        erf_abs = 1 - _poly(self.t) * self.e
+        return 0.5 * (1 + self.sign * erf_abs)
+
+    def backward(self, g):
+        t, x = self.t, self.x
+        d_erf = self.e * (_poly_derivative(t) * _ERF_P * t * t + 2 * x * _poly(t))  # d erf(x) / dx, even in z
+        return (g * d_erf * (0.5 / math.sqrt(2)),)
+
+
+def _poly(t):
+    a1, a2, a3, a4, a5 = _ERF_A
+    return t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
+
+
+def _poly_derivative(t):
+    a1, a2, a3, a4, a5 = _ERF_A
+    return a1 + t * (2 * a2 + t * (3 * a3 + t * (4 * a4 + t * 5 * a5)))

@@ -1,0 +1,58 @@
+"""The MoE layer's configuration: one frozen dataclass, checked when it is made."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+ROUTERS = ("dense", "topk", "topk_then_softmax", "noisy_topk", "switch", "gshard", "expert_choice", "hash", "soft", "deepseek")
+BALANCE_LOSSES = ("switch", "importance_load", "deepseek_sequence", None)
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    d_model: int
+    n_experts: int = 8
+    top_k: int = 2  # experts per token (ignored by "dense", "switch", "gshard", "hash", "expert_choice", "soft")
+    expert_hidden: int = 512  # hidden width of each expert; fine-grained = more experts, smaller hidden
+    activation: str = "gelu"  # "gelu" or "swiglu"
+    router: str = "topk"  # one of ROUTERS
+    renormalize: bool = True  # top-k: renormalise the kept probabilities to sum to 1 (Mixtral) or not (Qwen2-MoE)
+    capacity_factor: float | None = None  # None = dropless; else C = ceil(k*T/E*cf). Expert choice: c (default 2)
+    n_shared_experts: int = 0  # DeepSeekMoE always-on experts, each of width expert_hidden
+    balance_loss: str | None = "switch"  # one of BALANCE_LOSSES
+    balance_coef: float = 0.01  # Switch alpha; Shazeer w_importance = w_load; DeepSeek-V3 alpha
+    z_loss_coef: float = 0.0  # ST-MoE uses 1e-3
+    expert_dropout: float = 0.0  # dropout on the experts' hidden units in training (Switch §2.4 uses 0.4 to fine-tune)
+    router_jitter: float = 0.0  # Switch multiplicative input jitter
+    vocab_size: int = 96  # hash routing maps token ids, so it needs the vocabulary size
+    n_groups: int = 1  # DeepSeek-V3 group-limited routing: groups of experts ...
+    topk_groups: int = 1  # ... of which each token may use this many
+    routed_scaling: float = 1.0  # DeepSeek-V3's routed_scaling_factor (2.5 in the released model)
+    bias_update_rate: float = 0.001  # DeepSeek-V3 gamma for the aux-loss-free bias update
+    slots_per_expert: int = 1  # Soft MoE
+
+    def __post_init__(self):
+        if self.router not in ROUTERS:
+            raise ValueError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
+        if self.balance_loss not in BALANCE_LOSSES:
+            raise ValueError(f"unknown balance_loss {self.balance_loss!r}; choose one of {BALANCE_LOSSES}")
+        for name in ("d_model", "n_experts", "expert_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 1 <= self.top_k <= self.n_experts:
+            raise ValueError(f"top_k must be between 1 and n_experts ({self.n_experts}), got {self.top_k}")
+        if self.capacity_factor is not None and not self.capacity_factor > 0:
+            raise ValueError(f"capacity_factor must be > 0, got {self.capacity_factor} (use None for dropless routing)")
+        if not 0 <= self.expert_dropout < 1:
+            raise ValueError(f"expert_dropout must be in [0, 1), got {self.expert_dropout}")
+        if self.router == "gshard" and self.n_experts < 2:
+            raise ValueError("GShard top-2 routing needs at least 2 experts")
+        if self.balance_loss == "importance_load" and self.router not in ("noisy_topk", "topk", "topk_then_softmax"):
+            raise ValueError("the importance and load losses belong to top-k gating; use router='noisy_topk' (Shazeer et al. 2017)")
+
+    @property
+    def k(self) -> int:
+        """Experts per token as the router uses them."""
+        return {"dense": self.n_experts, "switch": 1, "gshard": 2, "hash": 1}.get(self.router, self.top_k)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,166 @@
+"""The MoE layer: a router, E experts, optional shared experts, the losses, and a routing report.
+
+    y = sum over the chosen experts i of gate_i(x) * expert_i(x)  [+ shared experts(x)]
+
+Token-choice routers go through the sorted dispatch (dispatch.py): copy each token once per
+choice, sort the copies by expert, run each expert on its block, weight by the gates, put the rows
+back in token order and sum the k copies of each token. Expert choice and Soft MoE have their own
+paths (their routers decide differently). No step loops over tokens.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..backend import to_numpy
+from ..nn import Module
+from ..random import device_rng
+from ..tensor import Tensor
+from . import losses
+from .config import MoEConfig
+from .dispatch import expert_capacity, plan_dispatch
+from .experts import Experts
+from .report import RoutingReport
+from .routers import ExpertChoiceRouting, HashRouter, NoisyTopKRouter, make_router
+from .soft_moe import SoftMoE
+
+
+class MoE(Module):
+    def __init__(self, cfg: MoEConfig):
+        self.cfg = cfg
+        if cfg.router == "soft":
+            self.soft = SoftMoE(cfg.d_model, cfg.n_experts, cfg.expert_hidden, cfg.slots_per_expert, cfg.activation)
+        else:
+            self.router = make_router(cfg)
+            self.experts = Experts(cfg.n_experts, cfg.d_model, cfg.expert_hidden, cfg.activation)
+        if cfg.n_shared_experts:
+            # n shared experts of width h always add up, so they are one expert of width n*h (DeepSeekMoE §3.2)
+            self.shared = Experts(1, cfg.d_model, cfg.n_shared_experts * cfg.expert_hidden, cfg.activation)
+        self.aux_loss: Tensor | None = None
+        self.report: RoutingReport | None = None
+        self._last_counts = None
+
+    # ---- forward --------------------------------------------------------------------------------
+    def forward(self, x: Tensor, token_ids=None) -> Tensor:
+        cfg = self.cfg
+        if x.ndim not in (2, 3) or x.shape[-1] != cfg.d_model:
+            raise ValueError(f"MoE expects inputs of shape (tokens, {cfg.d_model}) or (batch, seq, {cfg.d_model}); got {x.shape}")
+        if x.size == 0:
+            raise ValueError(f"MoE got an empty batch (input shape {x.shape}): there are no tokens to route")
+        seq_shape = x.shape[:-1] if x.ndim == 3 else (1, x.shape[0])  # (B, T)
+        flat = x.reshape(-1, cfg.d_model)  # (N, d)
+        if cfg.router == "soft":
+            y = self._soft(x.reshape(seq_shape + (cfg.d_model,)))
+        elif cfg.router == "expert_choice":
+            y = self._expert_choice(flat)
+        else:
+            routing = self.router(flat, token_ids=token_ids) if isinstance(self.router, HashRouter) else self.router(flat)
+            y = self._token_choice(flat, routing, seq_shape)
+        if cfg.n_shared_experts:
+            y = y + self.shared(flat, [flat.shape[0]], self._dropout_mask(flat.shape[0], self.shared.hidden, x))
+        return y.reshape(x.shape)
+
+    def _token_choice(self, flat, routing, seq_shape):
+        cfg, n = self.cfg, flat.shape[0]
+        k = routing.expert_index.shape[1]
+        capacity = expert_capacity(n, cfg.n_experts, k, cfg.capacity_factor) if cfg.capacity_factor else None
+        plan = plan_dispatch(routing.expert_index, cfg.n_experts, capacity, routing.keep)
+        copies = flat if k == 1 else F.concatenate([flat] * k, axis=0)  # (k*N, d) k-major, as the plan numbers them
+        x_sorted = F.permute_rows(copies, plan.order)  # (M, d) grouped by expert
+        out = self.experts(x_sorted, plan.group_sizes, self._dropout_mask(x_sorted.shape[0], cfg.expert_hidden, flat))
+        gate = F.permute_rows(routing.gates.T.reshape(k * n, 1), plan.order)  # (M, 1)
+        rows = F.unpermute_rows(out * gate, plan.order, k * n)  # (k*N, d), zero where dropped
+        y = rows.reshape(k, n, cfg.d_model).sum(axis=0) if k > 1 else rows  # (N, d)
+
+        self._last_counts = plan.group_sizes
+        found = self._losses(routing, seq_shape)
+        xp = flat.xp
+        dispatched = xp.zeros(k * n, dtype=bool)
+        dispatched[plan.order] = True
+        index = xp.where(dispatched.reshape(k, n).T, routing.expert_index, -1)  # (N, k)
+        self._record(routing.probs, routing.logits, index.reshape(seq_shape + (k,)), plan.group_sizes,
+                     plan.n_dropped / (k * n), found)
+        return y
+
+    def _expert_choice(self, flat):
+        cfg, n = self.cfg, flat.shape[0]
+        r: ExpertChoiceRouting = self.router(flat)
+        e, c = r.token_index.shape
+        x_in = flat[r.token_index.reshape(-1)]  # (E*C, d) expert-major; a token may appear several times
+        out = self.experts(x_in, [c] * e, self._dropout_mask(e * c, cfg.expert_hidden, flat))
+        weighted = out * r.gates.reshape(e * c, 1)
+        zeros = Tensor(flat.xp.zeros(flat.shape, dtype=flat.dtype))
+        y = F.index_add(zeros, r.token_index.reshape(-1), weighted)  # (N, d)
+
+        xp = flat.xp
+        taken = xp.zeros((n, e), dtype=flat.dtype)
+        taken[r.token_index, xp.arange(e)[:, None]] = r.gates.data  # (N, E) gate of each expert that took the token
+        best = xp.where(taken.max(axis=1) > 0, taken.argmax(axis=1), -1)[:, None]  # (N, 1)
+        untouched = float(to_numpy((taken.max(axis=1) == 0).mean()))
+        found = self._losses_common(r.logits)
+        self._last_counts = np.full(e, c)
+        self._record(r.probs, r.logits, best, np.full(e, c), untouched, found)
+        return y
+
+    def _soft(self, x3):
+        y = self.soft(x3)
+        logits = self.soft.last_logits.reshape(-1, self.soft.phi.shape[1])
+        n_slots = self.soft.phi.shape[1]
+        self.aux_loss = Tensor(x3.xp.zeros((), dtype=x3.dtype))
+        self.report = RoutingReport(load=np.full(self.cfg.n_experts, 1 / self.cfg.n_experts), dropped_fraction=0.0,
+                                    router_entropy=float(np.log(n_slots)), expert_index=np.full(x3.shape[:2] + (1,), -1),
+                                    max_logit=float(to_numpy(abs(logits.data).max())))
+        return y.reshape(-1, self.cfg.d_model)
+
+    def _dropout_mask(self, rows, hidden, like):
+        """Expert dropout: a keep mask on the hidden units, scaled so evaluation needs no change."""
+        p = self.cfg.expert_dropout
+        if not (self.training and p):
+            return None
+        keep = device_rng(like.xp).random((rows, hidden), dtype=like.dtype) >= p
+        return keep.astype(like.dtype) / (1 - p)
+
+    # ---- losses and the report -------------------------------------------------------------------
+    def _losses(self, routing, seq_shape) -> dict:
+        cfg, e = self.cfg, self.cfg.n_experts
+        found = {}
+        if cfg.balance_loss == "switch":
+            found["balance"] = (cfg.balance_coef, losses.switch_balance_loss(routing.probs, routing.expert_index, e))
+        elif cfg.balance_loss == "importance_load":
+            found["importance"] = (cfg.balance_coef, losses.importance_loss(routing.gates, routing.expert_index, e))
+            if isinstance(self.router, NoisyTopKRouter) and self.router.smooth_load is not None:
+                found["load"] = (cfg.balance_coef, losses.load_loss(self.router.smooth_load))
+        elif cfg.balance_loss == "deepseek_sequence":
+            b, t = seq_shape
+            probs = routing.probs.reshape(b, t, e)
+            found["balance"] = (cfg.balance_coef, losses.deepseek_sequence_loss(probs, routing.expert_index.reshape(b, t, -1), e, routing.expert_index.shape[1]))
+        found.update(self._losses_common(routing.logits))
+        return found
+
+    def _losses_common(self, logits) -> dict:
+        return {"z": (self.cfg.z_loss_coef, losses.z_loss(logits))} if self.cfg.z_loss_coef else {}
+
+    def _record(self, probs, logits, expert_index, counts, dropped, found):
+        xp = logits.xp
+        total = None
+        for coef, value in found.values():
+            total = value * coef if total is None else total + value * coef
+        self.aux_loss = total if total is not None else Tensor(xp.zeros((), dtype=logits.dtype))
+        p = probs.data
+        entropy = -(p * xp.log(xp.maximum(p, 1e-20))).sum(axis=-1).mean()
+        counts = np.asarray(counts, dtype=np.float64)
+        self.report = RoutingReport(
+            load=counts / max(1.0, counts.sum()),
+            dropped_fraction=float(dropped),
+            router_entropy=float(entropy),
+            expert_index=to_numpy(expert_index),
+            losses={name: value.item() for name, (_, value) in found.items()},
+            max_logit=float(to_numpy(xp.abs(logits.data).max())),
+        )
+
+    # ---- DeepSeek-V3's balancing step ------------------------------------------------------------
+    def update_bias(self) -> None:
+        """After an optimiser step: the auxiliary-loss-free bias update from the last forward's
+        load (DeepSeek-V3 routers only; a no-op otherwise)."""
+        if self.cfg.router == "deepseek" and self._last_counts is not None:
+            self.router.update_bias(self._last_counts, self.cfg.bias_update_rate)

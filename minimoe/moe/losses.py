@@ -1,0 +1,85 @@
+"""Balancing losses and the router z-loss, each as written in its paper (FORMULAS.md §2.3-2.15).
+
+Every loss here is returned *without* its coefficient; the layer multiplies by the coefficient of
+its config. So a loss of 1.0 from `switch_balance_loss` is the perfectly balanced value, and the
+Switch paper's alpha * N * sum f_i P_i is `alpha * switch_balance_loss(...)`.
+"""
+from .. import functional as F
+from ..backend import xp_of
+from ..tensor import Tensor
+
+
+def assignment_fractions(expert_index, n_experts: int):
+    """f_i: the fraction of the T*k token-to-expert assignments that chose expert i (an array,
+    no gradient: an argmax is not differentiable)."""
+    xp = xp_of(expert_index)
+    counts = xp.bincount(expert_index.reshape(-1), minlength=n_experts)[:n_experts]
+    return counts / max(1, expert_index.size)
+
+
+def switch_balance_loss(probs: Tensor, expert_index, n_experts: int) -> Tensor:
+    """N * sum_i f_i * P_i (Fedus et al. 2021, §2.2, eq. 4-6), P_i = mean router probability.
+
+    f has no gradient, so the loss pushes on P: the router learns to lower the probability of the
+    experts that got many tokens. Uniform routing gives exactly 1 (N * N * 1/N * 1/N). For k > 1,
+    f counts all k choices (DeepSpeed's top-k form; the uniform value stays 1).
+    """
+    f = assignment_fractions(expert_index, n_experts)  # (E,)
+    p_mean = probs.mean(axis=0)  # (E,)
+    return (p_mean * f.astype(probs.dtype)).sum() * n_experts
+
+
+def cv_squared(v: Tensor) -> Tensor:
+    """The squared coefficient of variation, var / mean^2, with the population variance (vmoe's
+    convention; the original t2t code uses the unbiased one). 0 exactly when all entries are equal."""
+    mean = v.mean()
+    centred = v - mean
+    return (centred * centred).mean() / (mean * mean + 1e-10)
+
+
+def importance_loss(gates: Tensor, expert_index, n_experts: int) -> Tensor:
+    """CV(Importance)^2, Importance_i = sum over tokens of the gate value of expert i (Shazeer et al.
+    2017, §4, eqs. 6-7). Penalises experts whose total gate weight differs."""
+    xp = gates.xp
+    one_hot = (expert_index[..., None] == xp.arange(n_experts)).astype(gates.dtype)  # (T, k, E)
+    importance = (gates.reshape(gates.shape + (1,)) * one_hot).sum(axis=(0, 1))  # (E,)
+    return cv_squared(importance)
+
+
+def load_loss(smooth_load: Tensor) -> Tensor:
+    """CV(Load)^2 with Load_i = sum over tokens of P(x, i), the smooth probability that expert i
+    is chosen (Shazeer et al. 2017, App. A, eqs. 8-11): a differentiable count of tokens per expert."""
+    return cv_squared(smooth_load.sum(axis=0))
+
+
+def z_loss(logits: Tensor) -> Tensor:
+    """(1/T) sum_t (log sum_j exp(x_tj))^2 (Zoph et al. 2022, ST-MoE, §3.3, eq. 5): keeps router
+    logits small, where float rounding in the softmax stays harmless. Zero logits give (log E)^2."""
+    lse = F.logsumexp(logits, axis=-1)  # (T,)
+    return (lse * lse).mean()
+
+
+def deepseek_sequence_loss(probs: Tensor, expert_index, n_experts: int, k: int) -> Tensor:
+    """DeepSeek-V3's complementary sequence-wise balance loss (Liu et al. 2024, §2.1.2, eqs. 17-20):
+    for each sequence, sum_i f_i P_i with f_i = E / (k T) * (tokens choosing i) and P_i the mean of
+    the normalised affinities s'; averaged over sequences. Uniform routing gives 1.
+
+    probs (B, T, E) Tensor; expert_index (B, T, k).
+    """
+    xp = probs.xp
+    b, t, _ = probs.shape
+    one_hot = (expert_index[..., None] == xp.arange(n_experts)).astype(probs.dtype)  # (B, T, k, E)
+    f = one_hot.sum(axis=(1, 2)) * (n_experts / (k * t))  # (B, E)
+    p_mean = probs.mean(axis=1)  # (B, E)
+    return (p_mean * f).sum() * (1.0 / b)
+
+
+def aux_free_bias_update(bias, load, rate: float):
+    """b_i <- b_i + rate * sign(mean(load) - load_i) (DeepSeek-V3, §2.1.2; gamma = 0.001 in §4.2).
+
+    Applied outside the gradient, after each step: an overloaded expert's bias falls, so it is
+    chosen a little less next time; an underloaded one's rises. `load` is the tokens per expert."""
+    xp = xp_of(bias)
+    load = xp.asarray(load, dtype=bias.dtype) if not hasattr(load, "dtype") else load.astype(bias.dtype)
+    return bias + rate * xp.sign(load.mean() - load)
+
