@@ -90,6 +90,8 @@ class MatMul(Function):
     """a @ b, including batched (..., n, k) @ (..., k, m) with broadcast batch axes.
 
     d(a@b)/da = g @ b^T and d(a@b)/db = a^T @ g; 1-D operands are treated as a row / a column.
+    The common case of a Linear layer, (..., n, k) @ (k, m), runs as one 2-D matmul over all rows
+    (a batched matmul would compute a (batch, k, m) gradient only to sum it).
     """
 
     def forward(self, a, b):
@@ -103,17 +105,22 @@ class MatMul(Function):
                 f"{'second-to-last' if b.ndim > 1 else 'only'} axis of the second, {inner_b})"
             )
         self.a, self.b = a, b
+        if a.ndim > 2 and b.ndim == 2:
+            return (a.reshape(-1, inner_a) @ b).reshape(tuple(a.shape[:-1]) + (b.shape[1],))
         return a @ b
 
     def backward(self, g):
         xp, a, b = self.xp, self.a, self.b
+        if a.ndim >= 2 and b.ndim == 2:  # rows of a times one matrix
+            a2, g2 = a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1])
+            return (g2 @ b.T).reshape(a.shape), a2.T @ g2
         a2 = a[None, :] if a.ndim == 1 else a  # (1, k) for a vector
         b2 = b[:, None] if b.ndim == 1 else b  # (k, 1) for a vector
-        g2 = g  # back to (..., n, m): the column axis first, so vector @ vector works too
-        if b.ndim == 1:
-            g2 = xp.expand_dims(g2, -1)
+        g2 = g
         if a.ndim == 1:
             g2 = xp.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = xp.expand_dims(g2, -1)
         ga = g2 @ xp.swapaxes(b2, -1, -2)
         gb = xp.swapaxes(a2, -1, -2) @ g2
         ga = unbroadcast(ga, a2.shape).reshape(a.shape)

@@ -18,8 +18,8 @@ class Attention(Function):
         scores = (q @ xp.swapaxes(k, -1, -2)) * self.scale  # (B, H, T, T)
         if causal:
             t = q.shape[-2]
-            future = xp.triu(xp.ones((t, t), dtype=bool), k=1)  # (T, T): key after query
-            scores = xp.where(future, -xp.inf, scores)
+            future = xp.triu(xp.full((t, t), -xp.inf, dtype=scores.dtype), k=1)  # (T, T): -inf where key is after query
+            scores += future
         scores -= scores.max(axis=-1, keepdims=True)
         p = xp.exp(scores, out=scores)
         p /= p.sum(axis=-1, keepdims=True)

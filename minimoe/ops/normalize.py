@@ -70,11 +70,14 @@ class CrossEntropy(Function):
         t = targets.reshape(-1)
         if t.size and (int(t.min()) < 0 or int(t.max()) >= n_classes):
             raise ValueError(f"cross_entropy: targets must lie in [0, {n_classes}), got values from {int(t.min())} to {int(t.max())}")
-        self.p = _softmax(xp, flat, axis=-1)
+        shifted = flat - flat.max(axis=-1, keepdims=True)  # (N, C), at most 0
+        e = xp.exp(shifted)
+        total = e.sum(axis=-1, keepdims=True)  # (N, 1)
+        self.p = e / total
         self.t, self.shape = t, logits.shape
-        rows = xp.arange(t.size)
-        picked = self.p[rows, t]
-        return -xp.log(xp.maximum(picked, xp.finfo(picked.dtype).tiny)).mean()
+        # -log p[target] = log(sum exp) - shifted[target]: exact even where p[target] underflows to 0
+        picked = shifted[xp.arange(t.size), t]  # (N,)
+        return (xp.log(total[:, 0]) - picked).mean()
 
     def backward(self, g):
         grad = self.p.copy()

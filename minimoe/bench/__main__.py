@@ -1,0 +1,108 @@
+"""`python -m minimoe.bench [--quick] [--only engine,moe,train] [--out FILE]`: a table and a JSON file."""
+import argparse
+import json
+import os
+import platform
+import sys
+
+import numpy as np
+
+from . import workloads as W
+from .timing import median_ms
+
+
+def torch_peer():
+    """The PyTorch side of the comparison, or None where torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    from . import torch_peer as peer
+
+    return torch, peer
+
+
+def engine_cases(peer):
+    yield "MLP train step (3 layers, batch 256, width 512)", W.mlp_step(), (
+        peer and _torch_mlp(peer))
+    yield "Transformer block train step (2048 tokens, d 128)", W.block_step(), (
+        peer and _torch_block(peer))
+
+
+def _torch_mlp(peer):
+    torch, p = peer
+    model = p.MLP(512, 512, 3, 10)
+    x, y = torch.randn(256, 512), torch.randint(0, 10, (256,))
+    return p.train_step_fn(model, (x, y), lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y))
+
+
+def _torch_block(peer):
+    torch, p = peer
+    model = p.Block(128, 4, 512)
+    x = torch.randn(16, 128, 128)
+    return p.train_step_fn(model, (x,), lambda m, x: (m(x) * 0.01).sum())
+
+
+def _torch_layer(peer, module, tokens=2048, d=128):
+    torch, _ = peer
+    x = torch.randn(tokens, d, requires_grad=True)
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        out = module(x)
+        y, aux = out if isinstance(out, tuple) else (out, 0.0)
+        ((y * 0.01).sum() + aux).backward()
+
+    return step
+
+
+def moe_cases(peer, quick):
+    sweep = (2, 8, 64) if quick else (2, 4, 8, 16, 32, 64)
+    for n in sweep:
+        yield f"MoE layer fwd+bwd, E={n}, top-2, hidden 512", W.moe_layer_fwd_bwd(n), (
+            peer and _torch_layer(peer, peer[1].MoEFFN(128, n, 2, 512)))
+    yield "fine-grained: 62 experts of hidden 64, top-14, + 2 shared", W.moe_layer_fwd_bwd(62, k=14, hidden=64, n_shared=2), (
+        peer and _torch_layer(peer, peer[1].MoEFFN(128, 62, 14, 64, n_shared=2, shared_hidden=64)))
+    yield "dense FFN of matched active FLOPs (hidden 1024)", W.dense_ffn_fwd_bwd(1024), (
+        peer and _torch_layer(peer, peer[1].DenseFFN(128, 1024)))
+
+
+GROUPS = {"engine": engine_cases, "moe": moe_cases}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minimoe.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (a smoke run)")
+    parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of {sorted(GROUPS)}")
+    parser.add_argument("--out", default="bench-results.json", help="where to write the JSON results")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per case (default 5 quick, 15 full)")
+    args = parser.parse_args(argv)
+    groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        parser.error(f"unknown group(s) {unknown}; choose from {sorted(GROUPS)}")
+    reps = args.reps or (5 if args.quick else 15)
+    peer = torch_peer()
+    print(f"minimoe bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}, "
+          + (f"PyTorch {peer[0].__version__} ({peer[0].get_num_threads()} threads)" if peer else "PyTorch not installed (no peer)"))
+    rows = []
+    header = f"{'case':<62} {'minimoe ms':>11} {'torch ms':>9} {'ratio':>6}"
+    print(header + "\n" + "-" * len(header))
+    for group in groups:
+        cases = GROUPS[group](peer, args.quick) if group == "moe" else GROUPS[group](peer)
+        for name, ours, theirs in cases:
+            ours_ms = median_ms(ours, reps)
+            theirs_ms = median_ms(theirs, reps) if theirs else None
+            ratio = ours_ms / theirs_ms if theirs_ms else None
+            rows.append({"group": group, "case": name, "minimoe_ms": ours_ms, "torch_ms": theirs_ms, "ratio": ratio})
+            print(f"{name:<62} {ours_ms:>11.1f} {theirs_ms or float('nan'):>9.1f} {ratio or float('nan'):>6.2f}", flush=True)
+    with open(args.out, "w") as f:
+        json.dump({"python": sys.version.split()[0], "numpy": np.__version__, "cores": os.cpu_count(), "reps": reps,
+                   "torch": peer[0].__version__ if peer else None, "results": rows}, f, indent=2)
+    print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
