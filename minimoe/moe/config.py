@@ -38,7 +38,7 @@ class MoEConfig:
         for name in ("d_model", "n_experts", "expert_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 1 <= self.top_k <= self.n_experts:
+        if self.router in ("topk", "topk_then_softmax", "noisy_topk", "deepseek") and not 1 <= self.top_k <= self.n_experts:
             raise ValueError(f"top_k must be between 1 and n_experts ({self.n_experts}), got {self.top_k}")
         if self.capacity_factor is not None and not self.capacity_factor > 0:
             raise ValueError(f"capacity_factor must be > 0, got {self.capacity_factor} (use None for dropless routing)")

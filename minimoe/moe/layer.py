@@ -52,7 +52,7 @@ class MoE(Module):
         if cfg.router == "soft":
             y = self._soft(x.reshape(seq_shape + (cfg.d_model,)))
         elif cfg.router == "expert_choice":
-            y = self._expert_choice(flat)
+            y = self._expert_choice(flat, seq_shape)
         else:
             routing = self.router(flat, token_ids=token_ids) if isinstance(self.router, HashRouter) else self.router(flat)
             y = self._token_choice(flat, routing, seq_shape)
@@ -82,7 +82,7 @@ class MoE(Module):
                      plan.n_dropped / (k * n), found)
         return y
 
-    def _expert_choice(self, flat):
+    def _expert_choice(self, flat, seq_shape):
         cfg, n = self.cfg, flat.shape[0]
         r: ExpertChoiceRouting = self.router(flat)
         e, c = r.token_index.shape
@@ -99,17 +99,15 @@ class MoE(Module):
         untouched = float(to_numpy((taken.max(axis=1) == 0).mean()))
         found = self._losses_common(r.logits)
         self._last_counts = np.full(e, c)
-        self._record(r.probs, r.logits, best, np.full(e, c), untouched, found)
+        self._record(r.probs, r.logits, best.reshape(seq_shape + (1,)), np.full(e, c), untouched, found)
         return y
 
     def _soft(self, x3):
         y = self.soft(x3)
-        logits = self.soft.last_logits.reshape(-1, self.soft.phi.shape[1])
-        n_slots = self.soft.phi.shape[1]
-        self.aux_loss = Tensor(x3.xp.zeros((), dtype=x3.dtype))
-        self.report = RoutingReport(load=np.full(self.cfg.n_experts, 1 / self.cfg.n_experts), dropped_fraction=0.0,
-                                    router_entropy=float(np.log(n_slots)), expert_index=np.full(x3.shape[:2] + (1,), -1),
-                                    max_logit=float(to_numpy(abs(logits.data).max())))
+        logits = Tensor(self.soft.last_logits.data.reshape(-1, self.soft.phi.shape[1]))  # (N, S), no graph
+        combine = F.softmax(logits)  # (N, S) each token's weights over the slots: its routing distribution
+        no_whole_token_routed = np.full(x3.shape[:2] + (1,), -1)
+        self._record(combine, logits, no_whole_token_routed, np.ones(self.cfg.n_experts), 0.0, {})
         return y.reshape(-1, self.cfg.d_model)
 
     def _dropout_mask(self, rows, hidden, like):
@@ -132,8 +130,11 @@ class MoE(Module):
                 found["load"] = (cfg.balance_coef, losses.load_loss(self.router.smooth_load))
         elif cfg.balance_loss == "deepseek_sequence":
             b, t = seq_shape
-            probs = routing.probs.reshape(b, t, e)
-            found["balance"] = (cfg.balance_coef, losses.deepseek_sequence_loss(probs, routing.expert_index.reshape(b, t, -1), e, routing.expert_index.shape[1]))
+            k = routing.expert_index.shape[1]
+            # f_i counts the top-k of the *unbiased* scores (eq. 18), not the bias-steered choice
+            unbiased_top = routing.probs.xp.argsort(-routing.probs.data, axis=-1, kind="stable")[:, :k]  # (N, k)
+            found["balance"] = (cfg.balance_coef, losses.deepseek_sequence_loss(
+                routing.probs.reshape(b, t, e), unbiased_top.reshape(b, t, k), e, k))
         found.update(self._losses_common(routing.logits))
         return found
 

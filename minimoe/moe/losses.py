@@ -64,7 +64,8 @@ def deepseek_sequence_loss(probs: Tensor, expert_index, n_experts: int, k: int) 
     for each sequence, sum_i f_i P_i with f_i = E / (k T) * (tokens choosing i) and P_i the mean of
     the normalised affinities s'; averaged over sequences. Uniform routing gives 1.
 
-    probs (B, T, E) Tensor; expert_index (B, T, k).
+    probs (B, T, E) Tensor; expert_index (B, T, k): each token's top k of the *unbiased* scores
+    (eq. 18), which can differ from the experts the bias steered it to.
     """
     xp = probs.xp
     b, t, _ = probs.shape
@@ -80,6 +81,6 @@ def aux_free_bias_update(bias, load, rate: float):
     Applied outside the gradient, after each step: an overloaded expert's bias falls, so it is
     chosen a little less next time; an underloaded one's rises. `load` is the tokens per expert."""
     xp = xp_of(bias)
-    load = xp.asarray(load, dtype=bias.dtype) if not hasattr(load, "dtype") else load.astype(bias.dtype)
+    load = xp.asarray(load, dtype=bias.dtype)  # the counts may be host ints beside a device bias
     return bias + rate * xp.sign(load.mean() - load)
 

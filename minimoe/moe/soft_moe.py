@@ -11,6 +11,7 @@ from .. import functional as F
 from ..nn import Module, Parameter
 from ..tensor import Tensor
 from .experts import Experts
+from .routers.base import check_finite
 
 
 def l2_normalize(x: Tensor, axis: int, eps: float = 1e-6) -> Tensor:
@@ -31,7 +32,7 @@ class SoftMoE(Module):
 
     def weights(self, x: Tensor):
         """(dispatch D, combine C), each (B, T, S): D's columns sum to 1 over tokens, C's rows over slots."""
-        logits = l2_normalize(x, -1) @ (l2_normalize(self.phi, 0) * self.scale)  # (B, T, S)
+        logits = check_finite(l2_normalize(x, -1) @ (l2_normalize(self.phi, 0) * self.scale))  # (B, T, S)
         return F.softmax(logits, axis=-2), F.softmax(logits, axis=-1), logits
 
     def forward(self, x: Tensor):

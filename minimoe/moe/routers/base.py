@@ -40,13 +40,18 @@ class Router(Module):
         self.weight = Parameter.normal((d_model, n_experts), math.sqrt(0.1 / d_model))
 
     def logits(self, x: Tensor) -> Tensor:
-        logits = x @ self.weight  # (T, E)
-        if not bool(logits.xp.isfinite(logits.data).all()):
-            raise ValueError(
-                "router logits contain NaN or infinity: the layer's input is not finite "
-                "(check the previous layers, lower the learning rate, or add the router z-loss)"
-            )
-        return logits
+        return check_finite(x @ self.weight)  # (T, E)
 
     def forward(self, x: Tensor, token_ids=None) -> Routing:
         raise NotImplementedError
+
+
+def check_finite(logits: Tensor) -> Tensor:
+    """Stops at NaN or infinite router logits, which would otherwise be routed silently (a NaN row
+    sorts as if its experts were ranked in order) and spread NaN through the layer."""
+    if not bool(logits.xp.isfinite(logits.data).all()):
+        raise ValueError(
+            "router logits contain NaN or infinity: the layer's input is not finite "
+            "(check the previous layers, lower the learning rate, or add the router z-loss)"
+        )
+    return logits

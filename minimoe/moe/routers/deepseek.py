@@ -34,7 +34,9 @@ class DeepSeekV3Router(Router):
         xp = logits.xp
         index = xp.argsort(-choice, axis=-1, kind="stable")[:, : self.k]  # (T, k)
         chosen = F.gather(scores, index)  # (T, k) unbiased affinities
-        gates = chosen / chosen.sum(axis=-1, keepdims=True) * self.scaling
+        if self.k > 1:  # with k = 1 normalising would make every gate 1 and starve the router of gradient
+            chosen = chosen / chosen.sum(axis=-1, keepdims=True)
+        gates = chosen * self.scaling
         probs = scores / scores.sum(axis=-1, keepdims=True)  # s' of eq. 19, for the sequence-wise loss
         return Routing(index, gates, probs, logits)
 

@@ -1,0 +1,155 @@
+"""The balancing losses and the router z-loss on hand-computed cases from their papers
+(FORMULAS.md §2.3, 2.5, 2.8, 2.9, 2.15), and the auxiliary-loss-free bias update."""
+import math
+
+import numpy as np
+import pytest
+
+import minimoe as mm
+from minimoe.moe import MoE, MoEConfig, losses
+
+
+def t(values, requires_grad=False):
+    return mm.tensor(values, dtype=np.float64, requires_grad=requires_grad)
+
+
+def idx(values):
+    return np.asarray(values, dtype=np.int64)
+
+
+# ---- Switch (Fedus et al. 2021, eq. 4-6) -------------------------------------------------------
+def test_switch_loss_is_one_for_a_perfectly_balanced_batch():
+    probs = t(np.full((4, 4), 0.25))
+    assert losses.switch_balance_loss(probs, idx([[0], [1], [2], [3]]), 4).item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_switch_loss_on_a_skewed_batch_and_its_gradient_goes_through_p_only():
+    # T=4, N=2: every token picks expert 0 (f = [1, 0]); P = mean p = [0.7, 0.3]; loss = 2 * 0.7
+    probs = t([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4], [0.6, 0.4]], requires_grad=True)
+    loss = losses.switch_balance_loss(probs, idx([[0], [0], [0], [0]]), 2)
+    assert loss.item() == pytest.approx(1.4, abs=1e-12)
+    loss.backward()
+    np.testing.assert_allclose(probs.grad, np.tile([2 * 1.0 / 4, 0.0], (4, 1)))  # N * f_i / T
+
+
+def test_switch_loss_counts_all_k_choices_for_top2():
+    # f over the 2T assignments: expert 0 gets 3 of 4, expert 1 gets 1; P = [0.5, 0.5] -> 2 * 0.5 = 1
+    probs = t([[0.5, 0.5], [0.5, 0.5]])
+    assert losses.switch_balance_loss(probs, idx([[0, 1], [0, 0]]), 2).item() == pytest.approx(1.0)
+    # P skewed: 2 * (0.75 * 0.8 + 0.25 * 0.2) = 1.3
+    probs = t([[0.8, 0.2], [0.8, 0.2]])
+    assert losses.switch_balance_loss(probs, idx([[0, 1], [0, 0]]), 2).item() == pytest.approx(1.3)
+
+
+@pytest.mark.parametrize("router, balance", [("switch", "switch"), ("topk", "switch"), ("deepseek", "deepseek_sequence")])
+def test_layer_aux_loss_equals_alpha_under_uniform_routing(router, balance):
+    alpha = 0.01
+    layer = MoE(MoEConfig(d_model=4, n_experts=4, top_k=2, expert_hidden=5, router=router,
+                          balance_loss=balance, balance_coef=alpha))
+    layer.router.weight.data = np.zeros_like(layer.router.weight.data)  # every expert scores the same
+    layer(mm.randn(2, 6, 4))
+    assert layer.aux_loss.item() == pytest.approx(alpha, rel=1e-6)
+
+
+# ---- ST-MoE router z-loss (Zoph et al. 2022, eq. 5) --------------------------------------------
+def test_z_loss_of_zero_logits_is_log_e_squared():
+    assert losses.z_loss(t(np.zeros((3, 8)))).item() == pytest.approx(math.log(8) ** 2)
+
+
+def test_z_loss_is_the_mean_squared_logsumexp():
+    logits = [[1.0, -2.0, 0.5], [3.0, 3.0, -1.0]]
+    expected = np.mean([math.log(sum(math.exp(v) for v in row)) ** 2 for row in logits])
+    assert losses.z_loss(t(logits)).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_z_loss_does_not_overflow_on_huge_logits():
+    assert losses.z_loss(t([[1000.0, 0.0]])).item() == pytest.approx(1000.0 ** 2)
+
+
+def test_z_loss_in_the_layer_is_scaled_by_its_coefficient():
+    layer = MoE(MoEConfig(d_model=4, n_experts=4, expert_hidden=5, balance_loss=None, z_loss_coef=1e-3))
+    layer.router.weight.data = np.zeros_like(layer.router.weight.data)
+    layer(mm.randn(5, 4))
+    assert layer.aux_loss.item() == pytest.approx(1e-3 * math.log(4) ** 2, rel=1e-6)
+    assert layer.report.losses["z"] == pytest.approx(math.log(4) ** 2, rel=1e-6)
+
+
+# ---- Shazeer et al. 2017: CV^2 of importance and load ------------------------------------------
+def test_cv_squared_uses_the_population_variance():
+    assert losses.cv_squared(t([1.0, 2.0, 3.0, 4.0])).item() == pytest.approx(1.25 / 2.5 ** 2)  # 0.2, not 0.267
+    assert losses.cv_squared(t([2.0, 2.0, 2.0])).item() == 0.0
+    assert losses.cv_squared(t([0.0, 0.0, 3.0])).item() == pytest.approx(2.0)
+
+
+def test_importance_loss_on_hand_made_gates():
+    # Importance = [0.6+0.7+0.5, 0.4+0.5, 0.3] = [1.8, 0.9, 0.3]; mean 1, population variance 0.38
+    gates = t([[0.6, 0.4], [0.7, 0.3], [0.5, 0.5]])
+    index = idx([[0, 1], [0, 2], [1, 0]])
+    assert losses.importance_loss(gates, index, 3).item() == pytest.approx(0.38, rel=1e-9)
+
+
+def test_load_loss_on_hand_made_smooth_loads():
+    # Load = column sums = [1.0, 2.0, 3.0]; CV^2 = (2/3) / 4
+    smooth = t([[0.5, 1.0, 1.0], [0.25, 0.5, 1.0], [0.25, 0.5, 1.0]])
+    assert losses.load_loss(smooth).item() == pytest.approx((2 / 3) / 4, rel=1e-9)
+
+
+def test_layer_with_importance_and_load_losses_adds_both():
+    mm.manual_seed(3)
+    layer = MoE(MoEConfig(d_model=4, n_experts=4, top_k=2, expert_hidden=5, router="noisy_topk",
+                          balance_loss="importance_load", balance_coef=0.1))
+    layer.router.weight.data = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
+    layer(mm.randn(8, 4))
+    found = layer.report.losses
+    assert set(found) == {"importance", "load"}
+    assert layer.aux_loss.item() == pytest.approx(0.1 * (found["importance"] + found["load"]), rel=1e-5)
+    layer.eval()
+    layer(mm.randn(8, 4))
+    assert set(layer.report.losses) == {"importance"}  # no noise, no smooth load estimate
+
+
+# ---- DeepSeek-V3 sequence-wise loss (eqs. 17-20) -----------------------------------------------
+def test_deepseek_sequence_loss_is_one_under_uniform_routing():
+    probs = t(np.full((2, 4, 4), 0.25))
+    index = idx([[[0, 1], [2, 3], [0, 1], [2, 3]], [[0, 2], [1, 3], [0, 3], [1, 2]]])
+    assert losses.deepseek_sequence_loss(probs, index, 4, 2).item() == pytest.approx(1.0)
+
+
+def test_deepseek_sequence_loss_on_a_skewed_sequence():
+    # one sequence, T=2, N=2, k=1, both tokens to expert 0: f = 2/(1*2) * [2, 0] = [2, 0];
+    # P = mean s' = [0.7, 0.3]; loss = 2 * 0.7
+    probs = t([[[0.8, 0.2], [0.6, 0.4]]])
+    assert losses.deepseek_sequence_loss(probs, idx([[[0], [0]]]), 2, 1).item() == pytest.approx(1.4)
+
+
+def test_deepseek_sequence_loss_is_per_sequence_not_per_batch():
+    # sequence 1 sends everything to expert 0, sequence 2 to expert 1: balanced over the batch,
+    # but each sequence on its own is collapsed (loss 1.8 each, 1.8 on average; batch-wise 1.0)
+    probs = t([[[0.9, 0.1], [0.9, 0.1]], [[0.1, 0.9], [0.1, 0.9]]])
+    index = idx([[[0], [0]], [[1], [1]]])
+    assert losses.deepseek_sequence_loss(probs, index, 2, 1).item() == pytest.approx(1.8)
+    whole_batch = losses.deepseek_sequence_loss(probs.reshape(1, 4, 2), index.reshape(1, 4, 1), 2, 1)
+    assert whole_batch.item() == pytest.approx(1.0)
+
+
+def test_deepseek_sequence_loss_counts_the_unbiased_top_k():
+    """Eq. 18 counts s_it in TopK(s_t): a bias that steers every token elsewhere leaves f alone."""
+    layer = MoE(MoEConfig(d_model=2, n_experts=2, top_k=1, expert_hidden=3, router="deepseek",
+                          balance_loss="deepseek_sequence", balance_coef=1.0))
+    layer.router.weight.data = np.array([[2.0, -2.0], [0.0, 0.0]], dtype=np.float32)
+    layer.router.expert_bias.data = np.array([0.0, 5.0], dtype=np.float32)
+    x = mm.tensor(np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32))
+    layer(x)
+    assert (layer.report.expert_index == 1).all()  # the bias moved both tokens to expert 1
+    s = 1 / (1 + np.exp(-np.array([2.0, -2.0])))
+    expected = 2 * s[0] / s.sum()  # f = [2, 0] from the unbiased top-1 (expert 0); P = s'
+    assert layer.aux_loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+# ---- DeepSeek-V3 auxiliary-loss-free bias update ------------------------------------------------
+def test_bias_update_lowers_overloaded_and_raises_underloaded_experts():
+    bias = np.array([0.0, 0.1, 0.0, -0.2])
+    load = np.array([5, 1, 2, 0])  # mean 2: expert 0 over, 1 and 3 under, 2 exactly even
+    updated = losses.aux_free_bias_update(bias, load, 0.01)
+    np.testing.assert_allclose(updated, bias + 0.01 * np.array([-1, 1, 0, 1]))
+    np.testing.assert_array_equal(bias, [0.0, 0.1, 0.0, -0.2])  # a new array; the input is untouched
