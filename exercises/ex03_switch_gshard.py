@@ -1,0 +1,87 @@
+"""Lesson 03, GShard and Switch (Lepikhin et al. 2020; Fedus et al. 2021), and dropless dispatch by
+sorting (MegaBlocks, Gale et al. 2022): exercises.
+
+Replace each `raise NotImplementedError(...)` with your answer, then grade:
+    python -m minimoe.grade ex03
+Each docstring is the contract the grader checks; the reference answers are in
+`solutions/ex03_switch_gshard.py` (look there only when stuck).
+"""
+# ruff: noqa: F401  (the imports are there for your answers)
+import math
+
+import numpy as np
+
+
+def expert_capacity(n_tokens, n_experts, k, capacity_factor):
+    """The number of token slots per expert: C = ceil(k * T / E * capacity_factor).
+
+    n_tokens (T), n_experts (E), k: positive ints. capacity_factor: float > 0 (ValueError otherwise,
+    naming the value). Returns an int. k * T / E is the average number of assignments per expert;
+    the factor adds head-room; rounding *up* guarantees that cf = 1 fits a perfectly balanced batch.
+
+    Hint: math.ceil, after checking capacity_factor > 0.
+    """
+    raise NotImplementedError('ex03: math.ceil, after checking capacity_factor > 0.')
+
+
+def dispatch_with_capacity(expert_index, n_experts, capacity):
+    """Each assignment's slot in its expert's buffer, or -1 where the buffer is full (dropped).
+
+    expert_index: int ndarray (T, k), the experts chosen for each token, first choice in column 0.
+    n_experts: int. capacity: int, slots per expert.
+    Slots are handed out in this order (GShard, Alg. 1): all first choices in token order, then
+    all second choices in token order, and so on; an assignment takes the next free slot of its
+    expert, and is dropped if that slot number is >= capacity.
+    Returns an int ndarray (T, k): the slot (0 .. capacity-1) of each assignment, -1 if dropped.
+
+    Hint: flatten expert_index.T, one-hot it, cumsum down the rows, minus 1, pick each own expert.
+    """
+    raise NotImplementedError(
+        'ex03: flatten expert_index.T, one-hot it, cumsum down the rows, minus 1, pick each own '
+        'expert.')
+
+
+def switch_loss(router_probs, alpha=0.01):
+    """The Switch balancing loss (Fedus et al. 2021, eqs. 4-6): alpha * N * sum_i f_i * P_i.
+
+    router_probs: Tensor (T, N), each token's softmax over the N experts.
+    f_i = fraction of tokens whose argmax is expert i (a count: no gradient);
+    P_i = mean over tokens of router_probs[:, i] (differentiable).
+    Returns a scalar Tensor; equals alpha when routing is perfectly uniform.
+
+    Hint: f = np.bincount(np.argmax(router_probs.data, -1), minlength=N) / T, as router_probs.dtype.
+    """
+    raise NotImplementedError(
+        'ex03: f = np.bincount(np.argmax(router_probs.data, -1), minlength=N) / T, as '
+        'router_probs.dtype.')
+
+
+def sort_by_expert(expert_index, n_experts):
+    """Groups the token-expert assignments by expert, for one matmul per expert (dropless dispatch).
+
+    expert_index: int ndarray (T, k). Assignment a = t * k + j is token t's j-th choice,
+    i.e. position a of expert_index.reshape(-1).
+    Returns (order, group_sizes):
+      order:       int ndarray (T*k,), the assignments sorted by expert; within one expert, in
+                   increasing assignment number (a stable sort);
+      group_sizes: int ndarray (E,), how many assignments each expert got (0 for an unused expert).
+
+    Hint: np.argsort(expert_index.reshape(-1), kind="stable"); np.bincount(..., minlength=E).
+    """
+    raise NotImplementedError(
+        'ex03: np.argsort(expert_index.reshape(-1), kind="stable"); np.bincount(..., '
+        'minlength=E).')
+
+
+def combine_sorted(sorted_outputs, order, gates):
+    """Scatters expert outputs computed in sorted order back to their tokens, weighted by the gates.
+
+    sorted_outputs: ndarray (T*k, d): row r is the output for assignment order[r].
+    order: int ndarray (T*k,), from sort_by_expert. gates: ndarray (T, k), token t's weight for its
+    j-th choice. Returns an ndarray (T, d): y_t = sum_j gates[t, j] * output of assignment t*k + j.
+
+    Hint: invert the sort (outputs[order] = sorted_outputs), reshape (T, k, d), weight, sum over k.
+    """
+    raise NotImplementedError(
+        'ex03: invert the sort (outputs[order] = sorted_outputs), reshape (T, k, d), weight, sum '
+        'over k.')

@@ -1,0 +1,70 @@
+"""Lesson 07, DeepSeek-style experts (DeepSeekMoE, Dai et al. 2024; DeepSeek-V3, 2024): exercises.
+
+Replace each `raise NotImplementedError(...)` with your answer, then grade:
+    python -m minimoe.grade ex07
+Each docstring is the contract the grader checks; the reference answers are in
+`solutions/ex07_deepseek.py` (look there only when stuck).
+"""
+# ruff: noqa: F401  (the imports are there for your answers)
+import numpy as np
+
+
+def segment_experts(w_in, w_out, m):
+    """Fine-grained expert segmentation (DeepSeekMoE, section 3.1): split each expert into m.
+
+    w_in: ndarray (E, d, h), w_out: ndarray (E, h, d); expert e is act(x @ w_in[e]) @ w_out[e].
+    m: int dividing h (ValueError otherwise).
+    Returns (fine_in (E*m, d, h/m), fine_out (E*m, h/m, d)): fine expert e*m + j holds hidden units
+    j*h/m .. (j+1)*h/m of expert e, so the m fine experts of e, summed, compute exactly expert e.
+
+    Hint: reshape w_in to (E, d, m, h/m), move the m axis next to E, reshape to (E*m, d, h/m).
+    """
+    raise NotImplementedError(
+        'ex07: reshape w_in to (E, d, m, h/m), move the m axis next to E, reshape to (E*m, d, '
+        'h/m).')
+
+
+def moe_with_shared_experts(x, gates, routed_weights, shared_weights):
+    """An MoE layer with always-on shared experts (DeepSeekMoE, section 3.2): routed + shared.
+
+    x: ndarray (T, d). gates: ndarray (T, E), each token's gate for each routed expert (0 where not
+    routed). routed_weights: ndarray (E, d, d), shared_weights: ndarray (S, d, d); every expert here
+    is a linear map x -> x @ W (kept linear so the exercise is about the combination).
+    Returns an ndarray (T, d), row t = sum_e gates[t, e] x_t @ routed_weights[e]
+                                     + sum_s x_t @ shared_weights[s].
+    The shared experts are neither gated nor averaged; the residual x is not added (the block
+    adds it).
+
+    Hint: np.einsum("te,td,edf->tf", ...) routed, np.einsum("td,sdf->tf", ...) shared.
+    """
+    raise NotImplementedError(
+        'ex07: np.einsum("te,td,edf->tf", ...) routed, np.einsum("td,sdf->tf", ...) shared.')
+
+
+def deepseek_v3_gate(logits, bias, k, scaling=2.5):
+    """The DeepSeek-V3 gate (arXiv 2412.19437, eqs. 13-16, and the released routed_scaling_factor).
+
+    logits: ndarray (T, E), u_t . e_i. bias: ndarray (E,), the balancing bias b. k: int.
+    s = sigmoid(logits); the chosen experts are the k largest of s + b (the bias steers the choice
+    only); their gates are the *unbiased* s, normalised to sum to 1, times `scaling`.
+    Returns (expert_index int (T, k), gates (T, k)), in decreasing order of s + b; finite for
+    logits of +-1000.
+
+    Hint: sigmoid = 0.5 * (1 + tanh(x / 2)); argsort -(s + b); take s there; normalise; scale.
+    """
+    raise NotImplementedError(
+        'ex07: sigmoid = 0.5 * (1 + tanh(x / 2)); argsort -(s + b); take s there; normalise; '
+        'scale.')
+
+
+def update_expert_bias(bias, load, rate):
+    """DeepSeek-V3's auxiliary-loss-free balancing (section 2.1.2): b += rate * sign(mean - load).
+
+    bias: ndarray (E,). load: ndarray (E,), tokens routed to each expert in the last step.
+    rate: float, the bias update speed (0.001 in the paper).
+    Returns the new bias, ndarray (E,): overloaded experts go down by `rate`, underloaded go up,
+    experts exactly at the mean stay.
+
+    Hint: np.sign(load.mean() - load).
+    """
+    raise NotImplementedError('ex07: np.sign(load.mean() - load).')

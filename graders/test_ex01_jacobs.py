@@ -1,0 +1,158 @@
+"""Grades exercises/ex01_jacobs.py: the softmax gate, the 1991 competitive loss and its posterior,
+and EM for a mixture of linear experts."""
+import math
+
+import numpy as np
+import pytest
+
+import minimoe as mm
+from graders._checks import expect, expect_close, expect_gradients, lesson
+
+MODULE = "ex01_jacobs"
+see = lesson(MODULE)
+
+
+@pytest.mark.exercise("softmax", points=1)
+def test_softmax_values(fn):
+    expect_close(fn(np.array([1.0, 2.0, 3.0])), [0.09003057, 0.24472847, 0.66524096],
+                 "softmax([1, 2, 3])", see("The softmax gate"), rtol=1e-6)
+    x = np.array([[0.0, 1.0], [2.0, 2.0], [-1.0, 3.0]])
+    expect_close(fn(x, axis=0), np.exp(x) / np.exp(x).sum(axis=0), "softmax(x, axis=0)", see("The softmax gate"))
+
+
+@pytest.mark.exercise("softmax", points=1)
+def test_softmax_large_logits(fn):
+    x = np.array([[1000.0, 1001.0], [-1000.0, -1000.0], [0.0, 0.0]])
+    expect_close(fn(x), [[0.26894142, 0.73105858], [0.5, 0.5], [0.5, 0.5]],
+                 "softmax of logits near +-1000 (subtract each row's own max)", see("The softmax gate"))
+
+
+@pytest.mark.exercise("log_softmax", points=1)
+def test_log_softmax_values(fn):
+    x = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    expected = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    expect_close(fn(x), expected, "log_softmax of [[1, 2, 3], [0, 0, 0]]", see("The softmax gate"))
+
+
+@pytest.mark.exercise("log_softmax", points=1)
+def test_log_softmax_extreme_logits(fn):
+    got = fn(np.array([[0.0, -1000.0], [1000.0, 0.0]]))
+    expect_close(got, [[0.0, -1000.0], [0.0, -1000.0]],
+                 "log_softmax([0, -1000]) (log of a probability that rounds to 0)", see("The softmax gate"))
+
+
+def _case():
+    """One case, two experts: the target sits on expert 0; expert 1 is off by 2."""
+    logits = np.array([[0.0, 0.0]])
+    outputs = np.array([[[0.0], [2.0]]])
+    targets = np.array([[0.0]])
+    return logits, outputs, targets
+
+
+def _posterior_by_hand(logits, outputs, targets):
+    prior = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    likelihood = np.exp(-0.5 * ((outputs - targets[:, None, :]) ** 2).sum(axis=-1))
+    return prior * likelihood / (prior * likelihood).sum(axis=1, keepdims=True)
+
+
+@pytest.mark.exercise("competitive_loss", points=1)
+def test_competitive_loss_values(fn):
+    logits, outputs, targets = _case()
+    got = fn(*(mm.tensor(a, dtype=np.float64) for a in (logits, outputs, targets)))
+    expected = -math.log(0.5 * 1.0 + 0.5 * math.exp(-2.0))  # -log(p_0 e^0 + p_1 e^(-4/2))
+    expect_close(got, expected, "competitive_loss on one case (p = [0.5, 0.5], errors 0 and 2)",
+                 see("Competitive against cooperative loss"))
+    # One expert: the loss is half the squared error (eq. 1.3 with a single Gaussian), averaged over cases.
+    o = np.array([[[1.0, 2.0]], [[0.0, -1.0]]])
+    d = np.array([[0.0, 0.0], [3.0, 1.0]])
+    single = fn(mm.tensor(np.zeros((2, 1)), dtype=np.float64), mm.tensor(o, dtype=np.float64),
+                mm.tensor(d, dtype=np.float64))
+    expect_close(single, (0.5 * 5 + 0.5 * 13) / 2, "competitive_loss with one expert (mean of ||d-o||^2 / 2)",
+                 see("Competitive against cooperative loss"))
+
+
+@pytest.mark.exercise("competitive_loss", points=1)
+def test_competitive_loss_far_targets(fn):
+    logits = np.array([[0.0, 0.0]])
+    outputs = np.array([[[40.0], [50.0]]])  # errors^2 / 2 = 800 and 1250: exp(-800) underflows to 0
+    got = fn(*(mm.tensor(a, dtype=np.float64) for a in (logits, outputs, np.array([[0.0]]))))
+    expect_close(got, 800 + math.log(2), "competitive_loss with every expert far from the target",
+                 see("Competitive against cooperative loss"))
+
+
+@pytest.mark.exercise("competitive_loss", points=1)
+def test_competitive_loss_gradients(fn):
+    rng = np.random.default_rng(3)
+    logits, outputs, targets = rng.standard_normal((4, 3)), rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 2))
+    expect_gradients(fn, [logits, outputs, targets], "competitive_loss gradients",
+                     see("Competitive against cooperative loss"))
+    s = mm.tensor(logits, dtype=np.float64, requires_grad=True)
+    fn(s, mm.tensor(outputs, dtype=np.float64), mm.tensor(targets, dtype=np.float64)).backward()
+    prior = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    expect_close(s.grad, (prior - _posterior_by_hand(logits, outputs, targets)) / 4,
+                 "d loss / d gate logits (it is (p - h) / N)", see("The posterior"))
+
+
+@pytest.mark.exercise("gate_posterior", points=1, uses=("softmax", "log_softmax"))
+def test_gate_posterior_values(fn):
+    expect_close(fn(*_case()), [[1 / (1 + math.exp(-2)), math.exp(-2) / (1 + math.exp(-2))]],
+                 "gate_posterior on one case (p = [0.5, 0.5], errors 0 and 2)", see("The posterior"))
+    rng = np.random.default_rng(4)
+    logits = 2 * rng.standard_normal((5, 3))
+    outputs, targets = rng.standard_normal((5, 3, 2)), rng.standard_normal((5, 2))
+    expect_close(fn(logits, outputs, targets), _posterior_by_hand(logits, outputs, targets),
+                 "gate_posterior (prior p times likelihood, normalised)", see("The posterior"))
+
+
+@pytest.mark.exercise("gate_posterior", points=1, uses=("softmax", "log_softmax"))
+def test_gate_posterior_far_targets(fn):
+    h = fn(np.array([[0.0, 3.0]]), np.array([[[40.0], [50.0]]]), np.array([[0.0]]))
+    expect_close(h, [[1.0, 0.0]], "gate_posterior when every expert is far off (the nearest takes all)",
+                 see("The posterior"))
+
+
+def _two_lines(n=200, seed=5):
+    """x in [-2, 2]; y = 3x + 2 left of 0 and -2x - 1 right of it, plus noise of std 0.1."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, n)
+    y = np.where(x < 0, 3 * x + 2, -2 * x - 1) + 0.1 * rng.standard_normal(n)
+    return np.stack([x, np.ones(n)], axis=1), y
+
+
+def _log_likelihood(x, y, weights, prior, noise_var):
+    density = np.exp(-(y[:, None] - x @ weights.T) ** 2 / (2 * noise_var)) / math.sqrt(2 * math.pi * noise_var)
+    return float(np.log(density @ prior).sum())
+
+
+@pytest.mark.exercise("em_step", points=1)
+def test_em_step_solves_the_weighted_least_squares(fn):
+    x, y = _two_lines()
+    weights, prior = np.array([[1.0, 0.0], [-1.0, 0.5]]), np.array([0.3, 0.7])
+    new_weights, new_prior, h = fn(x, y, weights, prior, noise_var=0.5)
+    log_joint = np.log(prior) - (y[:, None] - x @ weights.T) ** 2 / (2 * 0.5)
+    expected_h = np.exp(log_joint) / np.exp(log_joint).sum(axis=1, keepdims=True)
+    section = see("EM for a mixture of experts")
+    expect_close(h, expected_h, "em_step responsibilities (posteriors under the given parameters)", section)
+    expect_close(new_prior, expected_h.mean(axis=0), "em_step new prior (mean responsibility)", section)
+    # The M-step's optimum satisfies the weighted normal equations X^T H_i (y - X w_i) = 0.
+    residual = y[:, None] - x @ np.asarray(new_weights).T  # (N, E)
+    gradient = np.einsum("nd,ne->ed", x, expected_h * residual)
+    expect_close(gradient, np.zeros_like(gradient), "X^T diag(h_i) (y - X w_i) for the new weights "
+                 "(each expert must fit its own responsibility-weighted data)", section, atol=1e-8)
+
+
+@pytest.mark.exercise("em_step", points=2)
+def test_em_step_climbs_the_likelihood(fn):
+    x, y = _two_lines()
+    weights, prior, noise_var = np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([0.5, 0.5]), 0.01
+    section = see("EM for a mixture of experts")
+    previous = _log_likelihood(x, y, weights, prior, noise_var)
+    for step in range(40):
+        weights, prior, _ = fn(x, y, weights, prior, noise_var)
+        current = _log_likelihood(x, y, weights, prior, noise_var)
+        expect(current >= previous - 1e-6 * abs(previous), f"log-likelihood at EM step {step + 1}",
+               f"at least {previous:.6f} (EM never goes down)", f"{current:.6f}", section)
+        previous = current
+    found = np.asarray(weights)[np.argsort(-np.asarray(weights)[:, 0])]
+    expect_close(found, [[3.0, 2.0], [-2.0, -1.0]], "expert lines after 40 EM steps (slope, intercept)",
+                 section, rtol=0, atol=0.1)

@@ -1,0 +1,78 @@
+"""Grades exercises/ex09_scale.py: the parameter and FLOP calculator, and all-to-all send counts."""
+import numpy as np
+import pytest
+
+from graders._checks import expect, expect_equal, expect_raises, lesson
+
+MODULE = "ex09_scale"
+see = lesson(MODULE)
+
+MIXTRAL = dict(vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128,
+               n_experts=8, top_k=2, expert_hidden=14336)  # arXiv 2401.04088, Table 1
+# A toy model small enough to count on paper: attention 4*(2*2) + 2*4*(2*2) + (2*2)*4 = 64,
+# router 4*4 = 16, each expert 3*4*8 = 96, one shared expert 96, two norms 8: a block of
+# 64 + 16 + 4*96 + 96 + 8 = 568 total and 64 + 16 + 96 + 96 + 8 = 280 active; plus the final
+# norm 4 and the embedding 10*4 = 40 (the head is tied).
+TOY = dict(vocab_size=10, d_model=4, n_layers=1, n_heads=2, n_kv_heads=2, head_dim=2, n_experts=4, top_k=1,
+           expert_hidden=8, n_shared_experts=1, tied_embeddings=True)
+
+
+def _ints(got, expected, what, section):
+    expect(tuple(int(v) for v in got) == expected, what, str(expected), str(tuple(got)), section)
+
+
+@pytest.mark.exercise("moe_param_count", points=1)
+def test_moe_param_count_toy(fn, module):
+    _ints(fn(module.MoETransformerShape(**TOY)), (612, 324), "(total, active) of the toy model in the grader "
+          "(1 layer, 4 experts, top-1, 1 shared expert, tied head)", see("Counting parameters"))
+    untied = dict(TOY, tied_embeddings=False)
+    _ints(fn(module.MoETransformerShape(**untied)), (652, 364), "(total, active) of the toy model with an untied "
+          "head (+ vocab*d)", see("Counting parameters"))
+
+
+@pytest.mark.exercise("moe_param_count", points=2)
+def test_moe_param_count_mixtral(fn, module):
+    _ints(fn(module.MoETransformerShape(**MIXTRAL)), (46_702_792_704, 12_879_925_248),
+          "(total, active) parameters of Mixtral 8x7B (published: 46.7B / 12.9B)", see("Counting parameters"))
+
+
+@pytest.mark.exercise("moe_flops_per_token", points=1)
+def test_moe_flops_per_token_toy(fn, module):
+    # matmul weights: block 64 + 16 + (1 + 1) * 96 = 272, head 40 (counted though tied): 312;
+    # attention scores and values: 4 * seq_len * heads * head_dim = 4 * 5 * 2 * 2 = 80.
+    got = fn(module.MoETransformerShape(**TOY), 5)
+    expect(int(got) == 2 * 312 + 80, "forward FLOPs per token of the toy model at seq_len 5", "704", str(got),
+           see("Counting FLOPs"))
+
+
+@pytest.mark.exercise("moe_flops_per_token", points=1)
+def test_moe_flops_per_token_mixtral(fn, module):
+    attention = 2 * 4096 * 4096 + 2 * 4096 * 1024
+    matmul = 32 * (attention + 4096 * 8 + 2 * 3 * 4096 * 14336) + 32000 * 4096
+    expected = 2 * matmul + 32 * 4 * 4096 * 32 * 128
+    got = fn(module.MoETransformerShape(**MIXTRAL), 4096)
+    expect(int(got) == expected, "forward FLOPs per token of Mixtral 8x7B at seq_len 4096",
+           f"{expected:,} (about 2 x 12.9B active, plus attention)", f"{int(got):,}", see("Counting FLOPs"))
+
+
+@pytest.mark.exercise("all_to_all_send_counts", points=1)
+def test_all_to_all_send_counts_hand_case(fn):
+    expert_index = np.array([[0, 5], [2, 3], [7, -1], [1, 0]])  # 8 experts on 4 ranks: 2 per rank
+    section = see("Expert parallelism")
+    expect_equal(fn(expert_index, 8, 4), [3, 2, 1, 1], "send counts to 4 ranks holding experts {0,1}, {2,3}, "
+                 "{4,5}, {6,7} (token 3 sends two rows to rank 0; -1 sends nothing)", section)
+    expect_raises(ValueError, lambda: fn(expert_index, 8, 3), "all_to_all_send_counts with 8 experts on 3 ranks",
+                  section)
+
+
+@pytest.mark.exercise("all_to_all_send_counts", points=1)
+def test_all_to_all_send_counts_conservation(fn):
+    rng = np.random.default_rng(26)
+    expert_index = rng.integers(0, 16, (100, 2))
+    expert_index[rng.uniform(size=(100, 2)) < 0.1] = -1
+    counts = np.asarray(fn(expert_index, 16, 8))
+    section = see("Expert parallelism")
+    expect(counts.sum() == (expert_index >= 0).sum(), "total rows sent", f"{(expert_index >= 0).sum()} (one per "
+           "kept assignment)", str(counts.sum()), section)
+    expect_equal(counts, np.bincount(expert_index[expert_index >= 0] // 2, minlength=8),
+                 "send counts with 16 experts on 8 ranks", section)

@@ -1,0 +1,649 @@
+"""Plausible wrong answers, at least one per exercise: every grader must reject its own.
+
+Each is the mistake a learner is likely to make (the softmax without its max shift, the Switch
+loss without its factor N, a capacity rounded down, ...), written out in full. The project's test
+suite runs `python -m pytest graders --impl=wrong`, which hands each wrong answer to the graders of
+its exercise in place of the reference, and fails if any of them is accepted. To try one by hand:
+`python -m pytest graders --impl=wrong:switch_loss/no_factor_n`.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+import minimoe as mm
+import minimoe.functional as F
+from minimoe.ops.arithmetic import Mul as EngineMul
+from minimoe.ops.arithmetic import unbroadcast as engine_unbroadcast
+from solutions import ex00_autograd, ex01_jacobs, ex09_scale
+
+
+@dataclass(frozen=True)
+class WrongAnswer:
+    id: str  # "exercise/what_is_wrong"
+    module: str  # the exercise module, e.g. "ex02_sparse_gating"
+    exercise: str  # the function or class it stands in for
+    why: str  # the mistake, in words
+    function: object
+
+
+WRONG_ANSWERS: list[WrongAnswer] = []
+
+
+def wrong(module, exercise, why):
+    """Registers the decorated function (or class) as a wrong answer to `module.exercise`."""
+
+    def register(function):
+        WRONG_ANSWERS.append(WrongAnswer(f"{exercise}/{function.__name__}", module, exercise, why, function))
+        return function
+
+    return register
+
+
+# ---- ex00: autograd ------------------------------------------------------------------------------
+
+@wrong("ex00_autograd", "unbroadcast", "sums only the new leading axes, not the stretched size-1 ones")
+def leading_axes_only(grad, shape):
+    return grad.sum(axis=tuple(range(grad.ndim - len(shape))))
+
+
+@wrong("ex00_autograd", "unbroadcast", "sums the stretched axes without keepdims, so (2, 1) comes back as (2,)")
+def drops_size_one_axes(grad, shape):
+    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
+    return grad.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1))
+
+
+@wrong("ex00_autograd", "unbroadcast", "calls the engine's own unbroadcast instead of writing it")
+def calls_the_engine(grad, shape):
+    return engine_unbroadcast(grad, shape)
+
+
+@wrong("ex00_autograd", "Tanh", "differentiates with the input: 1 - x^2 instead of 1 - tanh(x)^2")
+class derivative_from_input(mm.Function):  # noqa: N801  (named like the other wrong answers)
+    def forward(self, x):
+        self.x = x
+        return self.xp.tanh(x)
+
+    def backward(self, grad_output):
+        return (grad_output * (1 - self.x**2),)
+
+
+@wrong("ex00_autograd", "Tanh", "forgets the chain rule: returns 1 - y^2 without multiplying by grad_output")
+class no_chain_rule(mm.Function):  # noqa: N801
+    def forward(self, x):
+        self.y = self.xp.tanh(x)
+        return self.y
+
+    def backward(self, grad_output):
+        return (1 - self.y**2,)
+
+
+@wrong("ex00_autograd", "Tanh", "calls the engine's tanh inside forward")
+class engine_tanh(mm.Function):  # noqa: N801
+    def forward(self, x):
+        self.y = F.tanh(mm.Tensor(x)).data
+        return self.y
+
+    def backward(self, grad_output):
+        return (grad_output * (1 - self.y**2),)
+
+
+@wrong("ex00_autograd", "Mul", "swaps the gradients: d(ab)/da = a")
+class swapped_gradients(mm.Function):  # noqa: N801
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, grad_output):
+        return (ex00_autograd.unbroadcast(grad_output * self.a, self.a.shape),
+                ex00_autograd.unbroadcast(grad_output * self.b, self.b.shape))
+
+
+@wrong("ex00_autograd", "Mul", "forgets to unbroadcast: gradients come back in the output's shape")
+class no_unbroadcast(mm.Function):  # noqa: N801
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, grad_output):
+        return grad_output * self.b, grad_output * self.a
+
+
+@wrong("ex00_autograd", "Mul", "reuses the engine's Mul")
+class engine_mul(EngineMul):  # noqa: N801
+    pass
+
+
+@wrong("ex00_autograd", "numerical_gradient", "one-sided differences (f(x + eps) - f(x)) / eps: error O(eps)")
+def one_sided(f, x, eps=1e-6):
+    grad, base = np.zeros(x.shape), f(x)
+    for index in np.ndindex(x.shape):
+        original = x[index]
+        x[index] = original + eps
+        grad[index] = (f(x) - base) / eps
+        x[index] = original
+    return grad
+
+
+@wrong("ex00_autograd", "numerical_gradient", "leaves each entry nudged down instead of restoring it")
+def leaves_x_nudged(f, x, eps=1e-6):
+    grad = np.zeros(x.shape)
+    for index in np.ndindex(x.shape):
+        original = x[index]
+        x[index] = original + eps
+        up = f(x)
+        x[index] = original - eps
+        grad[index] = (up - f(x)) / (2 * eps)
+    return grad
+
+
+# ---- ex01: Jacobs et al. 1991 ---------------------------------------------------------------------
+
+@wrong("ex01_jacobs", "softmax", "does not subtract the max: exp overflows to inf on large logits")
+def no_max_shift(x, axis=-1):
+    e = np.exp(x)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@wrong("ex01_jacobs", "softmax", "subtracts the max of the whole array, not of each row: other rows underflow")
+def global_max_shift(x, axis=-1):
+    e = np.exp(x - x.max())
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@wrong("ex01_jacobs", "log_softmax", "log(softmax(x)): log of a probability rounded to 0 is -inf")
+def log_of_softmax(x, axis=-1):
+    return np.log(ex01_jacobs.softmax(x, axis=axis))
+
+
+@wrong("ex01_jacobs", "log_softmax", "logsumexp without the max shift: overflows on large logits")
+def unshifted_logsumexp(x, axis=-1):
+    return x - np.log(np.exp(x).sum(axis=axis, keepdims=True))
+
+
+def _half_squared_errors(expert_outputs, targets):
+    n, _, d = expert_outputs.shape
+    error = expert_outputs - targets.reshape(n, 1, d)
+    return (error * error).sum(axis=-1) * 0.5  # (N, E)
+
+
+@wrong("ex01_jacobs", "competitive_loss", "the cooperative loss: the error of the blended output ||d - sum p o||^2")
+def cooperative_loss(gate_logits, expert_outputs, targets):
+    n, e, d = expert_outputs.shape
+    blended = (F.softmax(gate_logits).reshape(n, e, 1) * expert_outputs).sum(axis=1)  # (N, D)
+    error = targets - blended
+    return (error * error).sum(axis=-1).mean()
+
+
+@wrong("ex01_jacobs", "competitive_loss", "eq. 1.2 instead of eq. 1.3: sum_i p_i ||d - o_i||^2")
+def weighted_squared_errors(gate_logits, expert_outputs, targets):
+    return (F.softmax(gate_logits) * _half_squared_errors(expert_outputs, targets) * 2.0).sum(axis=-1).mean()
+
+
+@wrong("ex01_jacobs", "competitive_loss", "-log(sum p exp(-e)) computed directly: exp underflows, log(0) = inf")
+def unstable_log_of_sum(gate_logits, expert_outputs, targets):
+    likelihood = F.exp(-_half_squared_errors(expert_outputs, targets))
+    return -F.log((F.softmax(gate_logits) * likelihood).sum(axis=-1)).mean()
+
+
+@wrong("ex01_jacobs", "gate_posterior", "returns the prior p = softmax(s), ignoring how well each expert did")
+def prior_not_posterior(gate_logits, expert_outputs, targets):
+    return ex01_jacobs.softmax(gate_logits)
+
+
+@wrong("ex01_jacobs", "gate_posterior", "normalises the likelihoods alone, forgetting the prior p")
+def likelihood_only(gate_logits, expert_outputs, targets):
+    half_squared = 0.5 * ((expert_outputs - targets[:, None, :]) ** 2).sum(axis=-1)
+    return ex01_jacobs.softmax(-half_squared)
+
+
+@wrong("ex01_jacobs", "gate_posterior", "p * exp(-e) / sum computed directly: 0 / 0 when every expert is far off")
+def unstable_posterior(gate_logits, expert_outputs, targets):
+    joint = ex01_jacobs.softmax(gate_logits) * np.exp(-0.5 * ((expert_outputs - targets[:, None, :]) ** 2).sum(axis=-1))
+    return joint / joint.sum(axis=1, keepdims=True)
+
+
+@wrong("ex01_jacobs", "em_step", "fits every expert to all the data (ordinary least squares, h ignored)")
+def unweighted_least_squares(x, y, weights, prior, noise_var=1.0):
+    _, new_prior, h = ex01_jacobs.em_step(x, y, weights, prior, noise_var)
+    fit = np.linalg.lstsq(x, y, rcond=None)[0]
+    return np.tile(fit, (len(prior), 1)), new_prior, h
+
+
+@wrong("ex01_jacobs", "em_step", "hard EM: each case goes wholly to its most likely expert")
+def hard_assignments(x, y, weights, prior, noise_var=1.0):
+    _, _, soft = ex01_jacobs.em_step(x, y, weights, prior, noise_var)
+    hard = (soft == soft.max(axis=1, keepdims=True)).astype(float)  # (N, E), one-hot rows
+    weighted_xt = x.T[None] * hard.T[:, None, :]
+    new_weights = np.linalg.solve(weighted_xt @ x, (weighted_xt @ y)[..., None])[..., 0]
+    return new_weights, hard.mean(axis=0), hard
+
+
+# ---- ex02: sparse gating --------------------------------------------------------------------------
+
+def _top_k_mask(values, k):
+    mask = np.zeros(values.shape)
+    np.put_along_axis(mask, np.argsort(-values, axis=-1, kind="stable")[:, :k], 1.0, axis=-1)
+    return mask
+
+
+@wrong("ex02_sparse_gating", "topk_gating", "keeps the top-k softmax values without renormalising them")
+def no_renormalisation(logits, k):
+    probs = F.softmax(logits)
+    indices = np.argsort(-probs.data, axis=-1, kind="stable")[:, :k]
+    return probs * _top_k_mask(probs.data, k).astype(probs.dtype), indices
+
+
+@wrong("ex02_sparse_gating", "topk_gating", "computes the gates in NumPy and wraps them: the graph is cut, no gradient")
+def leaves_the_graph(logits, k):
+    if not 1 <= k <= logits.shape[-1]:
+        raise ValueError("k must be between 1 and the number of experts")
+    probs = np.exp(logits.data - logits.data.max(axis=-1, keepdims=True))
+    kept = probs * _top_k_mask(probs, k)
+    indices = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return mm.Tensor(kept / kept.sum(axis=-1, keepdims=True)), indices
+
+
+@wrong("ex02_sparse_gating", "noisy_topk_gating", "adds the noise unscaled (forgets softplus(x W_noise))")
+def noise_not_scaled(x, w_gate, w_noise, noise, k):
+    noisy = x @ w_gate + noise
+    kept = np.where(_top_k_mask(noisy, k) > 0, noisy, -np.inf)
+    e = np.exp(kept - kept.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@wrong("ex02_sparse_gating", "noisy_topk_gating", "softmax over all experts, then zeroes all but the top k")
+def softmax_before_keep_top_k(x, w_gate, w_noise, noise, k):
+    noisy = x @ w_gate + noise * np.logaddexp(0.0, x @ w_noise)
+    return ex01_jacobs.softmax(noisy) * _top_k_mask(noisy, k)
+
+
+def _cv_squared(values):
+    return values.var() / values.mean() ** 2
+
+
+@wrong("ex02_sparse_gating", "importance_loss", "the unbiased variance (divides by E - 1)")
+def unbiased_variance(gates):
+    importance = gates.sum(axis=0)
+    mean = importance.mean()
+    return ((importance - mean) ** 2).sum() * (1.0 / (importance.shape[0] - 1)) / (mean * mean)
+
+
+@wrong("ex02_sparse_gating", "importance_loss", "the coefficient of variation, not its square")
+def cv_not_squared(gates):
+    importance = gates.sum(axis=0)
+    mean = importance.mean()
+    return ((importance - mean) ** 2).mean().sqrt() / mean
+
+
+@wrong("ex02_sparse_gating", "load_loss", "counts how often each expert is in the noisy top k: no gradient would flow")
+def hard_counts(clean_logits, noisy_logits, noise_std, k):
+    load = _top_k_mask(noisy_logits, k).sum(axis=0)
+    return float(_cv_squared(load)), load
+
+
+@wrong("ex02_sparse_gating", "load_loss", "thresholds every expert at the k-th largest of H, itself included")
+def threshold_including_self(clean_logits, noisy_logits, noise_std, k):
+    kth = -np.sort(-noisy_logits, axis=-1)[:, k - 1:k]
+    z = (clean_logits - kth) / noise_std
+    load = (0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))).sum(axis=0)
+    return float(_cv_squared(load)), load
+
+
+# ---- ex03: Switch and GShard ----------------------------------------------------------------------
+
+@wrong("ex03_switch_gshard", "expert_capacity", "rounds down (int): a balanced batch with T/E = 2.5 loses tokens")
+def rounded_down(n_tokens, n_experts, k, capacity_factor):
+    if not capacity_factor > 0:
+        raise ValueError("capacity_factor must be positive")
+    return int(k * n_tokens / n_experts * capacity_factor)
+
+
+@wrong("ex03_switch_gshard", "expert_capacity", "forgets k: top-2 routing gets the slots of top-1")
+def without_k(n_tokens, n_experts, k, capacity_factor):
+    if not capacity_factor > 0:
+        raise ValueError("capacity_factor must be positive")
+    return math.ceil(n_tokens / n_experts * capacity_factor)
+
+
+@wrong("ex03_switch_gshard", "expert_capacity", "accepts a capacity factor of 0 or below")
+def no_factor_check(n_tokens, n_experts, k, capacity_factor):
+    return math.ceil(k * n_tokens / n_experts * capacity_factor)
+
+
+def _slots(order, n_experts):
+    one_hot = order[:, None] == np.arange(n_experts)
+    return np.cumsum(one_hot, axis=0)[np.arange(len(order)), order] - 1
+
+
+@wrong("ex03_switch_gshard", "dispatch_with_capacity",
+       "token-major order: a token's second choice before the next token's first")
+def token_major_order(expert_index, n_experts, capacity):
+    slot = _slots(expert_index.reshape(-1), n_experts)
+    return np.where(slot < capacity, slot, -1).reshape(expert_index.shape)
+
+
+@wrong("ex03_switch_gshard", "dispatch_with_capacity", "off by one: keeps slot number `capacity` too")
+def keeps_one_too_many(expert_index, n_experts, capacity):
+    n_tokens, k = expert_index.shape
+    slot = _slots(expert_index.T.reshape(-1), n_experts)
+    return np.where(slot <= capacity, slot, -1).reshape(k, n_tokens).T
+
+
+def _fraction_routed(router_probs):
+    n_tokens, n_experts = router_probs.shape
+    counts = np.bincount(np.argmax(router_probs.data, axis=-1), minlength=n_experts)
+    return (counts / n_tokens).astype(router_probs.dtype)
+
+
+@wrong("ex03_switch_gshard", "switch_loss", "forgets the factor N: the uniform value becomes alpha / N")
+def no_factor_n(router_probs, alpha=0.01):
+    return (router_probs.mean(axis=0) * _fraction_routed(router_probs)).sum() * alpha
+
+
+@wrong("ex03_switch_gshard", "switch_loss", "uses P for f as well (alpha N sum P^2): smooth, but not the Switch loss")
+def probabilities_for_f(router_probs, alpha=0.01):
+    mean_prob = router_probs.mean(axis=0)
+    return (mean_prob * mean_prob).sum() * (alpha * router_probs.shape[1])
+
+
+@wrong("ex03_switch_gshard", "sort_by_expert", "np.bincount without minlength: an unused last expert has no group")
+def no_minlength(expert_index, n_experts):
+    flat = expert_index.reshape(-1)
+    return np.argsort(flat, kind="stable"), np.bincount(flat)
+
+
+@wrong("ex03_switch_gshard", "sort_by_expert", "sorts within each token's row instead of over all assignments")
+def sorts_each_row(expert_index, n_experts):
+    k = expert_index.shape[1]
+    order = (np.argsort(expert_index, axis=1, kind="stable") + k * np.arange(len(expert_index))[:, None]).reshape(-1)
+    return order, np.bincount(expert_index.reshape(-1), minlength=n_experts)
+
+
+@wrong("ex03_switch_gshard", "combine_sorted", "applies the permutation again instead of inverting it")
+def permutes_instead_of_inverting(sorted_outputs, order, gates):
+    n_tokens, k = gates.shape
+    return (sorted_outputs[order].reshape(n_tokens, k, -1) * gates[:, :, None]).sum(axis=1)
+
+
+@wrong("ex03_switch_gshard", "combine_sorted", "unsorts correctly but forgets the gates")
+def forgets_the_gates(sorted_outputs, order, gates):
+    outputs = np.empty_like(sorted_outputs)
+    outputs[order] = sorted_outputs
+    return outputs.reshape(gates.shape[0], gates.shape[1], -1).sum(axis=1)
+
+
+# ---- ex04: the Transformer ------------------------------------------------------------------------
+
+@wrong("ex04_transformer", "causal_mask", "the upper triangle: every query sees the future")
+def upper_triangle(n_tokens):
+    return np.triu(np.ones((n_tokens, n_tokens), dtype=bool))
+
+
+@wrong("ex04_transformer", "causal_mask", "strictly lower: a token cannot see itself, and token 0 sees nothing")
+def excludes_itself(n_tokens):
+    return np.tril(np.ones((n_tokens, n_tokens), dtype=bool), k=-1)
+
+
+@wrong("ex04_transformer", "masked_softmax", "multiplies scores by the mask: masked positions score 0, keep weight")
+def multiplies_by_mask(scores, mask):
+    return ex01_jacobs.softmax(scores * mask)
+
+
+@wrong("ex04_transformer", "masked_softmax", "fills with -inf and takes a softmax: a row with nothing allowed is NaN")
+def minus_inf_fill(scores, mask):
+    return ex01_jacobs.softmax(np.where(mask, scores, -np.inf))
+
+
+@wrong("ex04_transformer", "causal_attention", "forgets to divide the scores by sqrt(d_head)")
+def unscaled_scores(q, k, v):
+    n = q.shape[0]
+    weights = ex01_jacobs.softmax(np.where(np.tril(np.ones((n, n), dtype=bool)), q @ k.T, -np.inf))
+    return weights @ v
+
+
+@wrong("ex04_transformer", "causal_attention", "forgets the mask: every token attends to the future too")
+def no_mask(q, k, v):
+    return ex01_jacobs.softmax(q @ k.T / math.sqrt(q.shape[-1])) @ v
+
+
+# ---- ex05: stability ------------------------------------------------------------------------------
+
+@wrong("ex05_stability", "z_loss", "forgets the square: mean of log-partitions")
+def no_square(logits):
+    return F.logsumexp(logits, axis=-1).mean()
+
+
+@wrong("ex05_stability", "z_loss", "log(sum(exp)) without the max shift: overflows at logits of 1000")
+def unstable_logsumexp(logits):
+    log_partition = F.log(F.exp(logits).sum(axis=-1))
+    return (log_partition * log_partition).mean()
+
+
+@wrong("ex05_stability", "z_loss", "sums over tokens instead of averaging")
+def sum_over_tokens(logits):
+    log_partition = F.logsumexp(logits, axis=-1)
+    return (log_partition * log_partition).sum()
+
+
+@wrong("ex05_stability", "round_to_bfloat16", "truncates (clears the low 16 bits) instead of rounding")
+def truncates(x):
+    return (np.asarray(x, dtype=np.float32).view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+
+
+@wrong("ex05_stability", "round_to_bfloat16", "rounds halfway cases up instead of to even")
+def ties_away(x):
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x8000)) & np.uint32(0xFFFF0000)).view(np.float32)
+
+
+# ---- ex06: the routing zoo ------------------------------------------------------------------------
+
+@wrong("ex06_routing_zoo", "expert_choice", "tokens choose experts: the top-C experts of each token")
+def tokens_choose(router_probs, capacity):
+    index = np.argsort(-router_probs, axis=-1, kind="stable")[:, :capacity]
+    return index, np.take_along_axis(router_probs, index, axis=-1)
+
+
+@wrong("ex06_routing_zoo", "expert_choice", "sorts ascending: each expert takes its C *least* likely tokens")
+def lowest_scores(router_probs, capacity):
+    if capacity > router_probs.shape[0]:
+        raise ValueError("capacity larger than the number of tokens")
+    index = np.argsort(router_probs.T, axis=-1, kind="stable")[:, :capacity]
+    return index, np.take_along_axis(router_probs.T, index, axis=-1)
+
+
+@wrong("ex06_routing_zoo", "hash_routing", "np.bincount without minlength, and no check of the ids")
+def bincount_without_minlength(token_ids, table, n_experts):
+    expert_index = table[token_ids]
+    return expert_index, np.bincount(expert_index)
+
+
+@wrong("ex06_routing_zoo", "hash_routing", "hashes the position in the batch, not the token id")
+def hashes_positions(token_ids, table, n_experts):
+    if np.any((token_ids < 0) | (token_ids >= len(table))):
+        raise ValueError("token id outside the table")
+    expert_index = table[np.arange(len(token_ids)) % len(table)]
+    return expert_index, np.bincount(expert_index, minlength=n_experts)
+
+
+def _stable_softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@wrong("ex06_routing_zoo", "soft_moe_weights", "swaps the axes: dispatch normalised over slots, combine over tokens")
+def swapped_axes(x, slot_params):
+    logits = x @ slot_params
+    return _stable_softmax(logits, axis=1), _stable_softmax(logits, axis=0)
+
+
+@wrong("ex06_routing_zoo", "soft_moe_weights", "one softmax (over slots) used for both dispatch and combine")
+def one_softmax_for_both(x, slot_params):
+    weights = _stable_softmax(x @ slot_params, axis=1)
+    return weights, weights
+
+
+# ---- ex07: DeepSeek -------------------------------------------------------------------------------
+
+@wrong("ex07_deepseek", "segment_experts", "reshapes w_in straight to (E*m, d, h/m), mixing rows of d into the split")
+def naive_reshape(w_in, w_out, m):
+    n_experts, d, hidden = w_in.shape
+    if hidden % m:
+        raise ValueError("m must divide the hidden size")
+    return w_in.reshape(n_experts * m, d, hidden // m), w_out.reshape(n_experts * m, hidden // m, d)
+
+
+@wrong("ex07_deepseek", "moe_with_shared_experts", "averages the shared experts instead of adding them")
+def averages_shared(x, gates, routed_weights, shared_weights):
+    routed = np.einsum("te,td,edf->tf", gates, x, routed_weights)
+    return routed + np.einsum("td,sdf->tf", x, shared_weights) / len(shared_weights)
+
+
+@wrong("ex07_deepseek", "moe_with_shared_experts", "adds the residual x as well (the block does that)")
+def adds_residual(x, gates, routed_weights, shared_weights):
+    return x + np.einsum("te,td,edf->tf", gates, x, routed_weights) + np.einsum("td,sdf->tf", x, shared_weights)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+@wrong("ex07_deepseek", "deepseek_v3_gate", "takes the gate values from s + b: the bias leaks into the weights")
+def biased_gate_values(logits, bias, k, scaling=2.5):
+    biased = _sigmoid(logits) + bias
+    index = np.argsort(-biased, axis=-1, kind="stable")[:, :k]
+    chosen = np.take_along_axis(biased, index, axis=-1)
+    return index, chosen / chosen.sum(axis=-1, keepdims=True) * scaling
+
+
+@wrong("ex07_deepseek", "deepseek_v3_gate", "does not normalise the chosen sigmoid scores")
+def not_normalised(logits, bias, k, scaling=2.5):
+    scores = _sigmoid(logits)
+    index = np.argsort(-(scores + bias), axis=-1, kind="stable")[:, :k]
+    return index, np.take_along_axis(scores, index, axis=-1) * scaling
+
+
+@wrong("ex07_deepseek", "deepseek_v3_gate", "softmax affinities (DeepSeek-V2) instead of sigmoid")
+def softmax_affinity(logits, bias, k, scaling=2.5):
+    scores = ex01_jacobs.softmax(logits)
+    index = np.argsort(-(scores + bias), axis=-1, kind="stable")[:, :k]
+    chosen = np.take_along_axis(scores, index, axis=-1)
+    return index, chosen / chosen.sum(axis=-1, keepdims=True) * scaling
+
+
+@wrong("ex07_deepseek", "update_expert_bias", "the sign flipped: overloaded experts get *more* attractive")
+def sign_flipped(bias, load, rate):
+    return bias + rate * np.sign(load - load.mean())
+
+
+@wrong("ex07_deepseek", "update_expert_bias", "a step proportional to the imbalance instead of its sign")
+def proportional_step(bias, load, rate):
+    return bias + rate * (load.mean() - load)
+
+
+# ---- ex08: specialisation -------------------------------------------------------------------------
+
+@wrong("ex08_specialisation", "domain_expert_counts", "counts[d, e] += 1 (fancy indexing): repeats count once")
+def fancy_index_increment(domains, expert_index, n_domains, n_experts):
+    rows = np.broadcast_to(domains[:, None], expert_index.shape)
+    kept = expert_index >= 0
+    counts = np.zeros((n_domains, n_experts), dtype=np.int64)
+    counts[rows[kept], expert_index[kept]] += 1
+    return counts
+
+
+@wrong("ex08_specialisation", "domain_expert_counts", "counts only each token's first choice")
+def first_choice_only(domains, expert_index, n_domains, n_experts):
+    counts = np.zeros((n_domains, n_experts), dtype=np.int64)
+    kept = expert_index[:, 0] >= 0
+    np.add.at(counts, (domains[kept], expert_index[kept, 0]), 1)
+    return counts
+
+
+@wrong("ex08_specialisation", "mutual_information", "in bits (log2) instead of nats")
+def in_bits(counts):
+    joint = counts / counts.sum()
+    independent = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
+    nonzero = joint > 0
+    return float((joint[nonzero] * np.log2(joint[nonzero] / independent[nonzero])).sum())
+
+
+@wrong("ex08_specialisation", "mutual_information", "sums over every cell: 0 * log 0 gives NaN")
+def nan_on_empty_cells(counts):
+    joint = counts / counts.sum()
+    independent = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float((joint * np.log(joint / independent)).sum())
+
+
+@wrong("ex08_specialisation", "mutual_information", "the entropy of expert use H(E), not I(D; E)")
+def expert_entropy(counts):
+    p = counts.sum(axis=0) / counts.sum()
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+# ---- ex09: scale and systems ----------------------------------------------------------------------
+
+@wrong("ex09_scale", "moe_param_count", "active parameters count every expert, as if the model were dense")
+def active_counts_all_experts(shape):
+    total, _ = ex09_scale.moe_param_count(shape)
+    return total, total
+
+
+@wrong("ex09_scale", "moe_param_count", "forgets the router (d x E per layer)")
+def forgets_router(shape):
+    total, active = ex09_scale.moe_param_count(shape)
+    router = shape.n_layers * shape.d_model * shape.n_experts
+    return total - router, active - router
+
+
+@wrong("ex09_scale", "moe_param_count", "k and v with n_heads instead of n_kv_heads (ignores grouped-query attention)")
+def ignores_kv_heads(shape):
+    total, active = ex09_scale.moe_param_count(shape)
+    extra = shape.n_layers * 2 * shape.d_model * (shape.n_heads - shape.n_kv_heads) * shape.head_dim
+    return total + extra, active + extra
+
+
+@wrong("ex09_scale", "moe_flops_per_token", "counts every expert's weights, not the top-k a token runs")
+def all_experts_flops(shape, seq_len):
+    extra = shape.n_layers * (shape.n_experts - shape.top_k) * 3 * shape.d_model * shape.expert_hidden
+    return ex09_scale.moe_flops_per_token(shape, seq_len) + 2 * extra
+
+
+@wrong("ex09_scale", "moe_flops_per_token", "leaves out attention's own work (scores and weighted values)")
+def no_attention_scores(shape, seq_len):
+    attention = shape.n_layers * 4 * seq_len * shape.n_heads * shape.head_dim
+    return ex09_scale.moe_flops_per_token(shape, seq_len) - attention
+
+
+@wrong("ex09_scale", "moe_flops_per_token", "1 FLOP per multiply-add instead of 2")
+def one_flop_per_multiply_add(shape, seq_len):
+    return ex09_scale.moe_flops_per_token(shape, seq_len) // 2
+
+
+@wrong("ex09_scale", "all_to_all_send_counts", "places experts round-robin (expert % R), not in contiguous blocks")
+def round_robin_placement(expert_index, n_experts, n_ranks):
+    if n_experts % n_ranks:
+        raise ValueError("n_experts must be divisible by n_ranks")
+    return np.bincount(expert_index[expert_index >= 0] % n_ranks, minlength=n_ranks)
+
+
+@wrong("ex09_scale", "all_to_all_send_counts", "sends a token once per rank even when two of its experts live there")
+def one_row_per_token_and_rank(expert_index, n_experts, n_ranks):
+    if n_experts % n_ranks:
+        raise ValueError("n_experts must be divisible by n_ranks")
+    ranks = np.where(expert_index >= 0, expert_index // (n_experts // n_ranks), -1)
+    sends = np.zeros((len(ranks), n_ranks), dtype=bool)
+    rows = np.broadcast_to(np.arange(len(ranks))[:, None], ranks.shape)
+    sends[rows[ranks >= 0], ranks[ranks >= 0]] = True
+    return sends.sum(axis=0)
+
+
+@wrong("ex09_scale", "all_to_all_send_counts", "counts dropped assignments (-1) as sent")
+def counts_dropped(expert_index, n_experts, n_ranks):
+    if n_experts % n_ranks:
+        raise ValueError("n_experts must be divisible by n_ranks")
+    destination = np.clip(expert_index, 0, None) // (n_experts // n_ranks)
+    return np.bincount(destination.reshape(-1), minlength=n_ranks)

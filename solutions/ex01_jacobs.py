@@ -1,0 +1,99 @@
+"""Lesson 01, adaptive mixtures of local experts (Jacobs, Jordan, Nowlan & Hinton 1991; Jordan &
+Jacobs 1994): reference answers.
+
+Try the exercise first (`exercises/ex01_jacobs.py`); grade it with
+`python -m minimoe.grade ex01`.
+"""
+import numpy as np
+
+import minimoe.functional as F
+
+
+def softmax(x, axis=-1):
+    """The softmax of an ndarray along one axis, safe for any finite input.
+
+    x: float ndarray of any shape. axis: the axis to normalise over.
+    Returns an ndarray of x's shape, non-negative, summing to 1 along `axis`, with no NaN or inf
+    even for logits like 1000 or -1000.
+
+    Hint: subtract the maximum along `axis` (keepdims=True) before exp; softmax does not change.
+    """
+    shifted = x - x.max(axis=axis, keepdims=True)  # the largest becomes exp(0) = 1: no overflow
+    e = np.exp(shifted)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along one axis, computed without taking the log of a rounded-off 0.
+
+    x: float ndarray of any shape. axis: the axis to normalise over.
+    Returns an ndarray of x's shape, finite wherever x is (log_softmax([0, -1000]) = [0, -1000]).
+
+    Hint: x - logsumexp(x), where logsumexp(x) = m + log(sum(exp(x - m))) and m is the max.
+    """
+    m = x.max(axis=axis, keepdims=True)
+    logsumexp = m + np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+    return x - logsumexp
+
+
+def competitive_loss(gate_logits, expert_outputs, targets):
+    """The 1991 competitive loss (Jacobs et al. 1991, eq. 1.3), averaged over cases, on the engine.
+
+    gate_logits:    Tensor (N, E), the gating network's outputs s; the gate is p = softmax(s).
+    expert_outputs: Tensor (N, E, D), expert i's output o_i for each case.
+    targets:        Tensor (N, D), the desired output d.
+    Returns a scalar Tensor: mean over the N cases of -log sum_i p_i exp(-1/2 ||d - o_i||^2),
+    differentiable in all three inputs, and finite even when every expert is far off
+    (||d - o||^2 = 2000).
+
+    Hint: -F.logsumexp over experts of F.log_softmax(s) - 1/2 ||d - o_i||^2, then the mean.
+    """
+    n, _, d = expert_outputs.shape
+    error = expert_outputs - targets.reshape(n, 1, d)  # (N, E, D)
+    half_squared = (error * error).sum(axis=-1) * 0.5  # (N, E)
+    log_joint = F.log_softmax(gate_logits, axis=-1) - half_squared  # log p_i + log likelihood_i
+    return -F.logsumexp(log_joint, axis=-1).mean()
+
+
+def gate_posterior(gate_logits, expert_outputs, targets):
+    """The posterior h of Jacobs et al. 1991 (eq. 1.5): how much each expert explains each case.
+
+    gate_logits: ndarray (N, E); expert_outputs: ndarray (N, E, D); targets: ndarray (N, D).
+    Returns an ndarray (N, E): h_i = p_i exp(-1/2 ||d - o_i||^2) / sum_j p_j exp(-1/2 ||d - o_j||^2)
+    with p = softmax(gate_logits); rows sum to 1, no NaN even when every expert is far off.
+    You may call `softmax` and `log_softmax` from this module.
+
+    Hint: prior times likelihood, in logs: softmax over experts of log p_i - 1/2 ||d - o_i||^2.
+    """
+    half_squared = 0.5 * ((expert_outputs - targets[:, None, :]) ** 2).sum(axis=-1)  # (N, E)
+    return softmax(log_softmax(gate_logits) - half_squared)  # normalised in log space
+
+
+def em_step(x, y, weights, prior, noise_var=1.0):
+    """One EM step for a mixture of linear experts (Jordan & Jacobs 1994), with a gate that is a
+    fixed prior over experts (an input-dependent gate needs a further fit in the M-step).
+
+    Model: y_n ~ sum_i prior_i N(x_n . weights_i, noise_var).
+    x:       ndarray (N, D), the inputs (a column of ones gives each expert a bias).
+    y:       ndarray (N,), the targets.
+    weights: ndarray (E, D); expert i predicts x @ weights[i].
+    prior:   ndarray (E,), the mixing proportions (sum to 1).
+    noise_var: float, the variance of every expert's Gaussian noise (held fixed).
+    Returns (new_weights (E, D), new_prior (E,), responsibilities (N, E)):
+      E-step: responsibilities h_ni = posterior of expert i for case n under the *given* parameters;
+      M-step: new_weights[i] solves the weighted least squares min sum_n h_ni (y_n - x_n . w)^2,
+              new_prior = mean of h over cases.
+    The log-likelihood never decreases from one step to the next.
+
+    Hint: h = softmax of log prior_i - (y - x w_i)^2 / (2 noise_var); solve X^T H_i X w = X^T H_i y.
+    """
+    residual = y[:, None] - x @ weights.T  # (N, E)
+    log_joint = np.log(prior) - residual**2 / (2 * noise_var)  # (N, E), shared constants dropped
+    h = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
+    h /= h.sum(axis=1, keepdims=True)  # (N, E) responsibilities
+
+    weighted_xt = x.T[None, :, :] * h.T[:, None, :]  # (E, D, N): X^T diag(h_i) for every expert
+    normal_matrix = weighted_xt @ x  # (E, D, D)
+    right_side = weighted_xt @ y  # (E, D)
+    new_weights = np.linalg.solve(normal_matrix, right_side[..., None])[..., 0]  # (E, D)
+    return new_weights, h.mean(axis=0), h

@@ -1,0 +1,97 @@
+"""Lesson 02, sparse gating (Shazeer et al. 2017): reference answers.
+
+Try the exercise first (`exercises/ex02_sparse_gating.py`); grade it with
+`python -m minimoe.grade ex02`.
+"""
+import math
+
+import numpy as np
+
+import minimoe.functional as F
+
+
+def topk_gating(logits, k):
+    """Top-k gating in Mixtral's order: softmax over all experts, keep the k largest, renormalise.
+
+    logits: Tensor (T, E), router logits. k: int, 1 <= k <= E (else ValueError).
+    Returns (gates, indices):
+      gates:   Tensor (T, E), differentiable in `logits`: zero outside each row's top k, rows
+               sum to 1;
+      indices: int ndarray (T, k), the kept experts of each row, largest gate first.
+
+    Hint: F.softmax; np.argsort(-probs.data, kind="stable")[:, :k]; a 0/1 mask; divide by the sum.
+    """
+    n_experts = logits.shape[-1]
+    if not 1 <= k <= n_experts:
+        raise ValueError(f"k must be between 1 and the number of experts ({n_experts}), got {k}")
+    probs = F.softmax(logits, axis=-1)  # (T, E)
+    indices = np.argsort(-probs.data, axis=-1, kind="stable")[:, :k]  # (T, k): no gradient
+    mask = np.zeros(probs.shape, dtype=probs.dtype)
+    np.put_along_axis(mask, indices, 1.0, axis=-1)  # (T, E), 1 where kept
+    kept = probs * mask  # (T, E)
+    return kept / kept.sum(axis=-1, keepdims=True), indices
+
+
+def noisy_topk_gating(x, w_gate, w_noise, noise, k):
+    """Noisy top-k gating (Shazeer et al. 2017, eqs. 3-5) for a given noise sample.
+
+    x: ndarray (T, d). w_gate, w_noise: ndarrays (d, E). noise: ndarray (T, E), the standard-normal
+    sample (given, so the answer is deterministic). k: int, 1 <= k <= E.
+    H = x @ w_gate + noise * softplus(x @ w_noise); G = softmax(KeepTopK(H, k)), where KeepTopK sets
+    all but the k largest entries of each row to -inf.
+    Returns an ndarray (T, E): zero outside each row's top k of H; rows sum to 1; always finite.
+
+    Hint: softplus(z) = np.logaddexp(0, z); -inf outside the top k of H; then a stable softmax.
+    """
+    clean = x @ w_gate  # (T, E)
+    noise_std = np.logaddexp(0.0, x @ w_noise)  # softplus, written so large inputs cannot overflow
+    noisy = clean + noise * noise_std  # (T, E)
+    top = np.argsort(-noisy, axis=-1, kind="stable")[:, :k]  # (T, k)
+    kept = np.full_like(noisy, -np.inf)
+    np.put_along_axis(kept, top, np.take_along_axis(noisy, top, axis=-1), axis=-1)
+    e = np.exp(kept - kept.max(axis=-1, keepdims=True))  # exp(-inf) = 0 outside the top k
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def importance_loss(gates):
+    """The importance loss of Shazeer et al. 2017 (eqs. 6-7), without its weight: CV(importance)^2.
+
+    gates: Tensor (T, E), each token's gate values. Importance_i = sum over tokens of gates[:, i].
+    Returns a scalar Tensor, differentiable: variance / mean^2 of the importance vector, with the
+    *population* variance (divide by E, not E - 1; the convention of vmoe, this course's choice).
+
+    Hint: importance = gates.sum(axis=0); ((importance - mean) ** 2).mean() / mean**2.
+    """
+    importance = gates.sum(axis=0)  # (E,)
+    mean = importance.mean()
+    variance = ((importance - mean) ** 2).mean()  # population variance: divide by E
+    return variance / (mean * mean)
+
+
+def _normal_cdf(z):
+    """Phi(z) for an ndarray (NumPy has no erf; math.erf is exact to double precision)."""
+    return 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+
+
+def load_loss(clean_logits, noisy_logits, noise_std, k):
+    """The smooth load estimator and load loss of Shazeer et al. 2017 (Appendix A, eqs. 8-11).
+
+    clean_logits: ndarray (T, E), x @ w_gate. noisy_logits: ndarray (T, E), H (the clean logits plus
+    scaled noise). noise_std: ndarray (T, E), softplus(x @ w_noise), positive. k: int, 1 <= k < E.
+    P(x, i) = Phi((clean_i - kth_excluding(H, k, i)) / noise_std_i), where kth_excluding(H, k, i) is
+    the k-th largest entry of the token's H among the experts other than i: the probability that
+    expert i would still be in the top k with a fresh noise sample on i alone.
+    Load_i = sum over tokens of P(x, i).
+    Returns (loss, load): loss = CV(Load)^2 as a float (population variance, as in
+    importance_loss), and load, an ndarray (E,).
+
+    Hint: sort each row of H descending: the top k's threshold is entry k+1, the others' entry k.
+    """
+    descending = -np.sort(-noisy_logits, axis=-1)  # (T, E)
+    kth = descending[:, k - 1:k]  # (T, 1): the k-th largest
+    next_after_kth = descending[:, k:k + 1]  # (T, 1): the (k+1)-th largest
+    in_top_k = noisy_logits >= kth  # (T, E)
+    threshold = np.where(in_top_k, next_after_kth, kth)  # k-th largest among the *other* experts
+    probability = _normal_cdf((clean_logits - threshold) / noise_std)  # (T, E)
+    load = probability.sum(axis=0)  # (E,)
+    return float(load.var() / load.mean() ** 2), load

@@ -1,0 +1,93 @@
+"""Lesson 03, GShard and Switch (Lepikhin et al. 2020; Fedus et al. 2021), and dropless dispatch by
+sorting (MegaBlocks, Gale et al. 2022): reference answers.
+
+Try the exercise first (`exercises/ex03_switch_gshard.py`); grade it with
+`python -m minimoe.grade ex03`.
+"""
+import math
+
+import numpy as np
+
+
+def expert_capacity(n_tokens, n_experts, k, capacity_factor):
+    """The number of token slots per expert: C = ceil(k * T / E * capacity_factor).
+
+    n_tokens (T), n_experts (E), k: positive ints. capacity_factor: float > 0 (ValueError otherwise,
+    naming the value). Returns an int. k * T / E is the average number of assignments per expert;
+    the factor adds head-room; rounding *up* guarantees that cf = 1 fits a perfectly balanced batch.
+
+    Hint: math.ceil, after checking capacity_factor > 0.
+    """
+    if not capacity_factor > 0:
+        raise ValueError(f"capacity_factor must be positive, got {capacity_factor}")
+    return math.ceil(k * n_tokens / n_experts * capacity_factor)
+
+
+def dispatch_with_capacity(expert_index, n_experts, capacity):
+    """Each assignment's slot in its expert's buffer, or -1 where the buffer is full (dropped).
+
+    expert_index: int ndarray (T, k), the experts chosen for each token, first choice in column 0.
+    n_experts: int. capacity: int, slots per expert.
+    Slots are handed out in this order (GShard, Alg. 1): all first choices in token order, then
+    all second choices in token order, and so on; an assignment takes the next free slot of its
+    expert, and is dropped if that slot number is >= capacity.
+    Returns an int ndarray (T, k): the slot (0 .. capacity-1) of each assignment, -1 if dropped.
+
+    Hint: flatten expert_index.T, one-hot it, cumsum down the rows, minus 1, pick each own expert.
+    """
+    n_tokens, k = expert_index.shape
+    choice_major = expert_index.T.reshape(-1)  # (k*T,): all first choices, then all second ones
+    one_hot = choice_major[:, None] == np.arange(n_experts)  # (k*T, E)
+    slot = np.cumsum(one_hot, axis=0)[np.arange(k * n_tokens), choice_major] - 1  # (k*T,)
+    slot = np.where(slot < capacity, slot, -1)  # a full buffer drops the assignment
+    return slot.reshape(k, n_tokens).T  # back to (T, k)
+
+
+def switch_loss(router_probs, alpha=0.01):
+    """The Switch balancing loss (Fedus et al. 2021, eqs. 4-6): alpha * N * sum_i f_i * P_i.
+
+    router_probs: Tensor (T, N), each token's softmax over the N experts.
+    f_i = fraction of tokens whose argmax is expert i (a count: no gradient);
+    P_i = mean over tokens of router_probs[:, i] (differentiable).
+    Returns a scalar Tensor; equals alpha when routing is perfectly uniform.
+
+    Hint: f = np.bincount(np.argmax(router_probs.data, -1), minlength=N) / T, as router_probs.dtype.
+    """
+    n_tokens, n_experts = router_probs.shape
+    chosen = np.argmax(router_probs.data, axis=-1)  # (T,): top-1 expert, a constant
+    counts = np.bincount(chosen, minlength=n_experts)  # (N,)
+    fraction = (counts / n_tokens).astype(router_probs.dtype)  # f (N,)
+    mean_prob = router_probs.mean(axis=0)  # P (N,): the only path for the gradient
+    return (mean_prob * fraction).sum() * (alpha * n_experts)
+
+
+def sort_by_expert(expert_index, n_experts):
+    """Groups the token-expert assignments by expert, for one matmul per expert (dropless dispatch).
+
+    expert_index: int ndarray (T, k). Assignment a = t * k + j is token t's j-th choice,
+    i.e. position a of expert_index.reshape(-1).
+    Returns (order, group_sizes):
+      order:       int ndarray (T*k,), the assignments sorted by expert; within one expert, in
+                   increasing assignment number (a stable sort);
+      group_sizes: int ndarray (E,), how many assignments each expert got (0 for an unused expert).
+
+    Hint: np.argsort(expert_index.reshape(-1), kind="stable"); np.bincount(..., minlength=E).
+    """
+    flat = expert_index.reshape(-1)  # (T*k,)
+    order = np.argsort(flat, kind="stable")  # expert 0's assignments first, each group in order
+    return order, np.bincount(flat, minlength=n_experts)
+
+
+def combine_sorted(sorted_outputs, order, gates):
+    """Scatters expert outputs computed in sorted order back to their tokens, weighted by the gates.
+
+    sorted_outputs: ndarray (T*k, d): row r is the output for assignment order[r].
+    order: int ndarray (T*k,), from sort_by_expert. gates: ndarray (T, k), token t's weight for its
+    j-th choice. Returns an ndarray (T, d): y_t = sum_j gates[t, j] * output of assignment t*k + j.
+
+    Hint: invert the sort (outputs[order] = sorted_outputs), reshape (T, k, d), weight, sum over k.
+    """
+    n_tokens, k = gates.shape
+    outputs = np.empty_like(sorted_outputs)
+    outputs[order] = sorted_outputs  # inverse permutation: back to assignment order (T*k, d)
+    return (outputs.reshape(n_tokens, k, -1) * gates[:, :, None]).sum(axis=1)  # (T, d)
