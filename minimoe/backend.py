@@ -104,15 +104,21 @@ def xp_of(array):
 
 
 def to_numpy(array) -> np.ndarray:
-    """An explicit copy to the host: the only way arrays leave a device."""
+    """An explicit copy to the host: the only way arrays leave a device.
+
+    A copy on NumPy too, so what the caller keeps (a checkpoint, a plot) behaves the same on every
+    backend: it does not change when the optimiser later updates the tensor in place."""
     if isinstance(array, (np.ndarray, np.generic)):
-        return np.asarray(array)
+        return np.array(array)
     return array.get()  # CuPy and the strict stand-in both spell the device-to-host copy `.get()`
 
 
 def asarray(data, dtype=None, backend: str | None = None):
-    """`data` (a list, scalar or array of any backend) as an array on `backend` (default: current)."""
+    """`data` (a list, scalar or array of any backend) as a new array on `backend` (default: current).
+
+    Always a copy, as CuPy's `asarray` of host data is: a tensor never shares memory with the
+    caller's array (a loaded checkpoint, another model's weights)."""
     xp = module(backend)
     if not isinstance(data, (list, tuple, int, float, bool, np.ndarray, np.generic)):
         data = to_numpy(data)  # from another device: through the host, explicitly
-    return xp.asarray(data, dtype=dtype)
+    return np.array(data, dtype=dtype) if xp is np else xp.asarray(data, dtype=dtype)

@@ -97,7 +97,7 @@ class Module:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Host copies of every parameter, by name: what a `.npz` checkpoint stores."""
-        return {name: p.numpy().copy() for name, p in self.named_parameters()}
+        return {name: p.numpy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state: dict) -> None:
         """Copies values in by name. Missing or unexpected names and wrong shapes are errors,

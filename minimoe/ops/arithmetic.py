@@ -116,11 +116,11 @@ class MatMul(Function):
             return (g2 @ b.T).reshape(a.shape), a2.T @ g2
         a2 = a[None, :] if a.ndim == 1 else a  # (1, k) for a vector
         b2 = b[:, None] if b.ndim == 1 else b  # (k, 1) for a vector
-        g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
+        g2 = g  # back to (..., n, m): the column axis first, so vector @ vector works too
         if b.ndim == 1:
             g2 = xp.expand_dims(g2, -1)
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
         ga = g2 @ xp.swapaxes(b2, -1, -2)
         gb = xp.swapaxes(a2, -1, -2) @ g2
         ga = unbroadcast(ga, a2.shape).reshape(a.shape)
