@@ -95,3 +95,30 @@ def train_step_fn(model, inputs, loss_fn, lr=3e-4):
         opt.step()
 
     return step
+
+
+class TinyTransformer(torch.nn.Module):
+    """The reference workload's model: pre-LN blocks whose FFN is MoEFFN (or DenseFFN)."""
+
+    def __init__(self, vocab, d, n_layers, n_heads, context, n_experts=8, k=2, expert_hidden=512, dense_hidden=None):
+        super().__init__()
+        self.tok, self.pos = torch.nn.Embedding(vocab, d), torch.nn.Embedding(context, d)
+        self.blocks = torch.nn.ModuleList(Block(d, n_heads, 1) for _ in range(n_layers))
+        for block in self.blocks:
+            block.ffn = DenseFFN(d, dense_hidden) if dense_hidden else MoEFFN(d, n_experts, k, expert_hidden)
+        self.ln, self.head = torch.nn.LayerNorm(d), torch.nn.Linear(d, vocab, bias=False)
+
+    def forward(self, ids, targets):
+        b, t = ids.shape
+        x = self.tok(ids) + self.pos(torch.arange(t))
+        aux = 0.0
+        for block in self.blocks:
+            q, k, v = block.qkv(block.ln1(x)).view(b, t, 3, block.n_heads, -1).permute(2, 0, 3, 1, 4)
+            a = TF.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, -1)
+            x = x + block.proj(a)
+            out = block.ffn(block.ln2(x).reshape(b * t, -1))
+            y, layer_aux = out if isinstance(out, tuple) else (out, 0.0)
+            x = x + y.view(b, t, -1)
+            aux = aux + layer_aux
+        logits = self.head(self.ln(x))
+        return TF.cross_entropy(logits.view(b * t, -1), targets.view(-1)) + aux

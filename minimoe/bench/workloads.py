@@ -64,6 +64,28 @@ def block_step(batch=16, seq=128, d=128, n_heads=4, hidden=512):
     return train_step(model, lambda: (model(x) * 0.01).sum())
 
 
+def reference_model_config(dense=False, **changes):
+    """The reference workload of PERFORMANCE.md: 4 layers, d 128, 4 heads, context 128, 8 experts
+    top-2 of hidden 512, Switch loss 0.01, dropless; dense twin: one FFN of hidden 1024."""
+    from ..models import ModelConfig
+
+    fields = dict(vocab_size=96, d_model=128, n_layers=4, n_heads=4, context=128, positions="learned",
+                  tie_weights=False, n_experts=8, top_k=2, expert_hidden=512, router="topk",
+                  balance_loss="switch", balance_coef=0.01, capacity_factor=None, dense=dense)
+    fields.update(changes)
+    return ModelConfig(**fields)
+
+
+def model_step(config, batch=16):
+    from ..models import Transformer
+
+    model = Transformer(config)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, config.vocab_size, (batch, config.context))
+    targets = rng.integers(0, config.vocab_size, (batch, config.context))
+    return train_step(model, lambda: F.cross_entropy(model(ids), targets) + model.aux_loss())
+
+
 def moe_layer_fwd_bwd(n_experts, k=2, hidden=512, d=128, tokens=2048, n_shared=0):
     layer = MoE(MoEConfig(d_model=d, n_experts=n_experts, top_k=k, expert_hidden=hidden, n_shared_experts=n_shared))
     x = random_input((tokens, d))
