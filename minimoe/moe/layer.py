@@ -63,24 +63,39 @@ class MoE(Module):
     def _token_choice(self, flat, routing, seq_shape):
         cfg, n = self.cfg, flat.shape[0]
         k = routing.expert_index.shape[1]
-        capacity = expert_capacity(n, cfg.n_experts, k, cfg.capacity_factor) if cfg.capacity_factor else None
-        plan = plan_dispatch(routing.expert_index, cfg.n_experts, capacity, routing.keep)
+        plan = self._plan(routing, n)
         copies = flat if k == 1 else F.concatenate([flat] * k, axis=0)  # (k*N, d) k-major, as the plan numbers them
         x_sorted = F.permute_rows(copies, plan.order)  # (M, d) grouped by expert
-        out = self.experts(x_sorted, plan.group_sizes, self._dropout_mask(x_sorted.shape[0], cfg.expert_hidden, flat))
+        out = self._run_experts(x_sorted, plan)  # (M, d) each row through its expert
         gate = F.permute_rows(routing.gates.T.reshape(k * n, 1), plan.order)  # (M, 1)
         rows = F.unpermute_rows(out * gate, plan.order, k * n)  # (k*N, d), zero where dropped
         y = rows.reshape(k, n, cfg.d_model).sum(axis=0) if k > 1 else rows  # (N, d)
 
-        self._last_counts = plan.group_sizes
+        counts, n_dropped, n_tokens = self._batch_counts(plan, n)
+        self._last_counts = counts
         found = self._losses(routing, seq_shape)
         xp = flat.xp
         dispatched = xp.zeros(k * n, dtype=bool)
         dispatched[plan.order] = True
         index = xp.where(dispatched.reshape(k, n).T, routing.expert_index, -1)  # (N, k)
-        self._record(routing.probs, routing.logits, index.reshape(seq_shape + (k,)), plan.group_sizes,
-                     plan.n_dropped / (k * n), found)
+        self._record(routing.probs, routing.logits, index.reshape(seq_shape + (k,)), counts,
+                     n_dropped / (k * n_tokens), found)
         return y
+
+    # The three steps an expert-parallel layer (minimoe.parallel) does differently:
+    def _plan(self, routing, n_tokens):
+        """Which assignments each expert keeps, sorted by expert (dispatch.py)."""
+        k = routing.expert_index.shape[1]
+        cf = self.cfg.capacity_factor
+        capacity = expert_capacity(n_tokens, self.cfg.n_experts, k, cf) if cf else None
+        return plan_dispatch(routing.expert_index, self.cfg.n_experts, capacity, routing.keep)
+
+    def _run_experts(self, x_sorted, plan):
+        return self.experts(x_sorted, plan.group_sizes, self._dropout_mask(x_sorted.shape[0], self.cfg.expert_hidden, x_sorted))
+
+    def _batch_counts(self, plan, n_tokens):
+        """(assignments per expert, assignments dropped, tokens) over the batch the losses see."""
+        return plan.group_sizes, plan.n_dropped, n_tokens
 
     def _expert_choice(self, flat, seq_shape):
         cfg, n = self.cfg, flat.shape[0]

@@ -119,33 +119,27 @@ class ExpertParallelMoE(MoE):
 
     # ---- the token-choice path, with the experts elsewhere ------------------------------------------
     def _token_choice(self, flat, routing, seq_shape):
-        cfg, comm, n = self.cfg, self.comm, flat.shape[0]
+        y = super()._token_choice(flat, routing, seq_shape)
+        self._report_global_batch(flat.shape[0])
+        return y
+
+    def _plan(self, routing, n_tokens):
+        cfg, comm = self.cfg, self.comm
         k = routing.expert_index.shape[1]
-        self._n_global = int(sum_over_ranks(comm, np.int64(n)))
+        self._n_global = int(sum_over_ranks(comm, np.int64(n_tokens)))
         capacity, start = None, None
         if cfg.capacity_factor:  # C of the global batch, and where this rank's copies queue for it
             capacity = expert_capacity(self._n_global, cfg.n_experts, k, cfg.capacity_factor)
             counts = slot_counts(routing.expert_index, cfg.n_experts, routing.keep)  # (k, E) this rank's
             start = queue_start(sum_over_ranks(comm, counts), sum_over_lower_ranks(comm, counts))
-        plan = plan_shard_dispatch(routing.expert_index, cfg.n_experts, capacity, routing.keep, start)
-        copies = flat if k == 1 else F.concatenate([flat] * k, axis=0)  # (k*N, d) k-major, as the plan numbers them
-        x_sorted = F.permute_rows(copies, plan.order)  # (M, d) by expert, hence by owning rank
-        out = self._run_on_owners(x_sorted, plan.sent_per_expert)  # (M, d) each row through its expert
-        gate = F.permute_rows(routing.gates.T.reshape(k * n, 1), plan.order)  # (M, 1)
-        rows = F.unpermute_rows(out * gate, plan.order, k * n)  # (k*N, d), zero where dropped
-        y = rows.reshape(k, n, cfg.d_model).sum(axis=0) if k > 1 else rows  # (N, d)
+        return plan_shard_dispatch(routing.expert_index, cfg.n_experts, capacity, routing.keep, start)
 
-        self._last_counts = sum_over_ranks(comm, plan.sent_per_expert)  # (E,) global: report, bias update
-        dropped = int(sum_over_ranks(comm, np.int64(plan.n_dropped)))
-        found = self._losses(routing, seq_shape)
-        xp = flat.xp
-        dispatched = xp.zeros(k * n, dtype=bool)
-        dispatched[plan.order] = True
-        index = xp.where(dispatched.reshape(k, n).T, routing.expert_index, -1)  # (N, k)
-        self._record(routing.probs, routing.logits, index.reshape(seq_shape + (k,)), self._last_counts,
-                     dropped / (k * self._n_global), found)
-        self._report_global_batch(n)
-        return y
+    def _run_experts(self, x_sorted, plan):
+        return self._run_on_owners(x_sorted, plan.sent_per_expert)  # (M, d), rows sorted by expert, hence by owner
+
+    def _batch_counts(self, plan, n_tokens):
+        counts = sum_over_ranks(self.comm, plan.sent_per_expert)  # (E,) global: report, bias update
+        return counts, int(sum_over_ranks(self.comm, np.int64(plan.n_dropped))), self._n_global
 
     def _run_on_owners(self, x_sorted, sent_per_expert):
         """Steps 3-5: rows to the ranks owning their experts, through those experts, and back."""
