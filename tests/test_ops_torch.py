@@ -12,27 +12,7 @@ import minimoe.functional as F
 torch = pytest.importorskip("torch", reason="PyTorch is optional: `pip install torch` to compare")
 TF = torch.nn.functional
 
-_rng = np.random.default_rng(1)
-
-
-def normal(*shape):
-    return _rng.standard_normal(shape)
-
-
-def positive(*shape):
-    return _rng.uniform(0.5, 2.0, shape)
-
-
-def away_from_zero(*shape):
-    return _rng.choice([-1.0, 1.0], shape) * _rng.uniform(0.1, 1.5, shape)
-
-
-def ints(values):
-    return mm.backend.asarray(np.asarray(values))
-
-
-def bools(values):
-    return mm.backend.asarray(np.asarray(values, dtype=bool))
+from op_inputs import away_from_zero, bools, ints, normal, positive  # noqa: E402
 
 
 def t_ints(values):
