@@ -155,11 +155,13 @@ def _restore_random_state(state: dict, sampler: BatchSampler) -> None:
 # ---- evaluation and the step's record ----------------------------------------------------------
 
 def evaluate(model: Transformer, batches) -> float:
-    """Mean cross-entropy over fixed batches, without dropout or a graph."""
+    """Mean cross-entropy over fixed batches, without dropout or a graph; the model is left in the
+    mode it was in."""
+    was_training = model.training
     model.eval()
     with no_grad():
         losses = [F.cross_entropy(model(x), model.as_ids(y)).item() for x, y, _ in batches]
-    model.train()
+    model.train(was_training)
     return float(np.mean(losses))
 
 

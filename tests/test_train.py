@@ -187,3 +187,19 @@ def test_model_config_and_presets_are_consistent():
     for name, (model_config, train_config) in train.PRESETS.items():
         assert isinstance(model_config, ModelConfig) and not model_config.dense, name
         assert train.TrainConfig.from_dict(train_config.to_dict()) == train_config
+
+
+def test_evaluate_leaves_the_model_in_its_mode():
+    from minimoe.data import eval_batches, load_corpus
+    from minimoe.models import ModelConfig, Transformer
+    from minimoe.train import evaluate
+
+    model = Transformer(ModelConfig(d_model=16, n_layers=1, n_heads=2, context=8, n_experts=2, top_k=1, expert_hidden=8))
+    corpus = load_corpus()
+    batches = eval_batches(corpus.ids[:2000], corpus.domains[:2000], 2, 8, 1)
+    model.eval()
+    evaluate(model, batches)
+    assert not model.training
+    model.train()
+    evaluate(model, batches)
+    assert model.training
