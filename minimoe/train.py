@@ -168,7 +168,7 @@ def evaluate(model: Transformer, batches) -> float:
 def _routing_record(model: Transformer) -> list[dict]:
     return [{"load": np.round(backend.to_numpy(r.load), 5).tolist(),
              "dropped_fraction": float(r.dropped_fraction), "router_entropy": float(r.router_entropy),
-             "max_logit": float(r.max_logit), "losses": {k: float(v) for k, v in r.losses.items()}}
+             "max_logit": float(r.max_logit), "mean_logsumexp": float(r.mean_logsumexp), "losses": {k: float(v) for k, v in r.losses.items()}}
             for r in model.routing_reports()]
 
 

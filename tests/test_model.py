@@ -192,3 +192,14 @@ def test_switch_router_dense_twin_uses_one_expert():
     assert switch.dense_twin().dense_hidden == TINY.expert_hidden
     router = TINY.n_layers * TINY.d_model * TINY.n_experts  # the router weights
     assert model_summary(switch).active_params - model_summary(switch.dense_twin()).active_params == router
+
+
+def test_calculator_counts_the_deepseek_bias_and_soft_moe_slots_reach_the_layer():
+    from minimoe.models import ModelConfig, Transformer, model_summary
+
+    cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, context=8, n_experts=4, top_k=2, expert_hidden=8,
+                      router="deepseek", balance_loss=None, n_shared_experts=1)
+    assert model_summary(cfg).total_params == Transformer(cfg).num_parameters()
+    soft = ModelConfig(d_model=16, n_layers=1, n_heads=2, context=8, n_experts=4, expert_hidden=8,
+                       router="soft", balance_loss=None, slots_per_expert=3)
+    assert soft.moe_config().slots_per_expert == 3

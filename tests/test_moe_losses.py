@@ -153,3 +153,14 @@ def test_bias_update_lowers_overloaded_and_raises_underloaded_experts():
     updated = losses.aux_free_bias_update(bias, load, 0.01)
     np.testing.assert_allclose(updated, bias + 0.01 * np.array([-1, 1, 0, 1]))
     np.testing.assert_array_equal(bias, [0.0, 0.1, 0.0, -0.2])  # a new array; the input is untouched
+
+
+def test_report_mean_logsumexp_is_what_the_z_loss_squares():
+    mm.manual_seed(0)
+    layer = MoE(MoEConfig(d_model=4, n_experts=3, top_k=2, expert_hidden=5, z_loss_coef=1e-3))
+    x = mm.tensor(np.random.default_rng(1).standard_normal((7, 4)))
+    layer(x)
+    logits = x.numpy() @ layer.router.weight.numpy()
+    lse = np.log(np.exp(logits).sum(axis=1))
+    assert layer.report.mean_logsumexp == pytest.approx(lse.mean(), rel=1e-5)
+    assert layer.report.losses["z"] == pytest.approx((lse**2).mean(), rel=1e-5)

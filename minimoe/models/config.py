@@ -41,6 +41,12 @@ class ModelConfig:
     z_loss_coef: float = 0.0        # router z-loss (ST-MoE)
     expert_dropout: float = 0.0     # dropout inside the experts
     bias_update_rate: float = 0.001  # router="deepseek": the aux-loss-free bias step
+    renormalize: bool = True        # router="topk": renormalise the kept probabilities (Mixtral) or not
+    router_jitter: float = 0.0      # router="switch": multiplicative input jitter in training
+    n_groups: int = 1               # router="deepseek": group-limited routing over this many groups ...
+    topk_groups: int = 1            # ... of which each token may use this many
+    routed_scaling: float = 1.0     # router="deepseek": routed_scaling_factor
+    slots_per_expert: int = 1       # router="soft": slots per expert
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "context", "moe_every"):
@@ -101,14 +107,17 @@ class ModelConfig:
             capacity_factor=self.capacity_factor, n_shared_experts=self.n_shared_experts,
             balance_loss=self.balance_loss, balance_coef=self.balance_coef,
             z_loss_coef=self.z_loss_coef, expert_dropout=self.expert_dropout,
-            bias_update_rate=self.bias_update_rate)
+            bias_update_rate=self.bias_update_rate, renormalize=self.renormalize,
+            router_jitter=self.router_jitter, n_groups=self.n_groups, topk_groups=self.topk_groups,
+            routed_scaling=self.routed_scaling, slots_per_expert=self.slots_per_expert,
+            vocab_size=self.vocab_size)
 
     def transformer_spec(self) -> TransformerSpec:
         """The calculator's description of this model (for parameters and FLOPs per token)."""
         moe = {} if self.dense else dict(
             n_routed_experts=self.n_experts, top_k=self.experts_per_token,
             expert_hidden=self.expert_hidden, n_shared_experts=self.n_shared_experts,
-            moe_every=self.moe_every)
+            moe_every=self.moe_every, router_bias=self.router == "deepseek")
         return TransformerSpec(
             vocab_size=self.vocab_size, d_model=self.d_model, n_layers=self.n_layers,
             n_heads=self.n_heads, ffn="gelu", ffn_bias=True, dense_hidden=self.dense_hidden,

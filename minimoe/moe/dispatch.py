@@ -5,6 +5,9 @@ expert's tokens in one contiguous block (the MegaBlocks idea, Gale et al. 2022),
 runs one matmul. With a capacity C, an expert keeps only its first C assignments: first choices
 (in token order) before second choices, as GShard's position-in-buffer rule (Lepikhin et al. 2020,
 Alg. 1); the rest are dropped and pass through the residual connection untouched.
+
+A capacity makes token-choice routing non-causal too: whether an earlier token's second choice
+fits can depend on later tokens' first choices, which fill the queue before it (lesson 06 shows it).
 """
 from __future__ import annotations
 

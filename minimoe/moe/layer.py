@@ -172,6 +172,7 @@ class MoE(Module):
             expert_index=to_numpy(expert_index),
             losses={name: value.item() for name, (_, value) in found.items()},
             max_logit=float(to_numpy(xp.abs(logits.data).max())),
+            mean_logsumexp=float(_logsumexp(xp, logits.data).mean()),
         )
 
     # ---- DeepSeek-V3's balancing step ------------------------------------------------------------
@@ -180,3 +181,8 @@ class MoE(Module):
         load (DeepSeek-V3 routers only; a no-op otherwise)."""
         if self.cfg.router == "deepseek" and self._last_counts is not None:
             self.router.update_bias(self._last_counts, self.cfg.bias_update_rate)
+
+
+def _logsumexp(xp, logits):
+    top = logits.max(axis=-1, keepdims=True)
+    return (top + xp.log(xp.exp(logits - top).sum(axis=-1, keepdims=True)))[..., 0]

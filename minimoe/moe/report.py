@@ -11,7 +11,10 @@ class RoutingReport:
     router_entropy: mean over tokens of the entropy of the router's distribution (nats).
     expert_index: (T, k) or (B, T, k) chosen experts, -1 where nothing was dispatched.
     losses: each auxiliary loss's value, before its coefficient.
-    max_logit: the largest |router logit| (ST-MoE watches it grow without the z-loss)."""
+    max_logit: the largest |router logit|.
+    mean_logsumexp: the mean over tokens of log sum_j exp(logit_j), what the z-loss squares (ST-MoE
+    §3.3): the gauge of logit growth. The z-loss can hold it down while max_logit stays large,
+    because it pushes every logit down and the least favoured experts' logits are large negatives."""
 
     load: np.ndarray
     dropped_fraction: float
@@ -19,6 +22,7 @@ class RoutingReport:
     expert_index: np.ndarray
     losses: dict = field(default_factory=dict)
     max_logit: float = 0.0
+    mean_logsumexp: float = 0.0
 
     @property
     def tokens_per_expert(self) -> np.ndarray:

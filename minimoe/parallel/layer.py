@@ -208,12 +208,14 @@ class ExpertParallelMoE(MoE):
         return all_reduce_sum((gates.reshape(gates.shape + (1,)) * one_hot).sum(axis=(0, 1)), self.comm)
 
     def _report_global_batch(self, n_local: int) -> None:
-        """MoE._record measured the router's entropy and largest logit on this rank's tokens;
-        make them the global batch's, like the load and the drops."""
-        entropy_sum = sum_over_ranks(self.comm, np.float64(self.report.router_entropy * n_local))
-        entropy = float(entropy_sum) / self._n_global
+        """MoE._record measured the router's entropy, log-sum-exp and largest logit on this rank's
+        tokens; make them the global batch's, like the load and the drops."""
+        def global_mean(value):
+            return float(sum_over_ranks(self.comm, np.float64(value * n_local))) / self._n_global
+
         max_logit = max(self.comm.allgather(self.report.max_logit))
-        self.report = dataclasses.replace(self.report, router_entropy=entropy, max_logit=max_logit)
+        self.report = dataclasses.replace(self.report, router_entropy=global_mean(self.report.router_entropy),
+                                          mean_logsumexp=global_mean(self.report.mean_logsumexp), max_logit=max_logit)
 
 
 def replicated_parameters(model) -> list:
