@@ -1,0 +1,523 @@
+# %% [markdown]
+# # Lesson 03 — GShard and Switch: top-2, top-1, capacity, and dropless dispatch
+#
+# Lesson 02's layer lets every token pick its experts freely. On real hardware that is a problem:
+# experts live on different devices, and each device must know in advance how many tokens it will
+# receive, so that the arrays have fixed shapes. GShard (top-2) and the Switch Transformer (top-1)
+# made MoE practical at scale by giving every expert a fixed **capacity**, dropping what does not
+# fit, and adding a simple balancing loss so that little has to be dropped. A few years later
+# MegaBlocks removed the dropping again by *sorting* tokens instead of padding buffers.
+#
+# **After this lesson you can**
+# - route with Switch top-1 (the gate is $p_i$, not 1) and GShard top-2 (renormalised, with a
+#   randomly dispatched second expert);
+# - compute an expert's capacity, say which assignments are dropped, and measure the drop rate
+#   against the capacity factor for a balanced and an unbalanced router;
+# - explain why the Switch loss multiplies the token fractions $f$ by the probabilities $P$, and
+#   show with the engine that $f$ has no gradient;
+# - give the value of the balancing loss under uniform routing in the conventions that code bases
+#   use, and recognise each;
+# - dispatch without dropping by sorting assignments by expert.
+#
+# **Papers.** Lepikhin, Lee, Xu, Chen, Firat, Huang, Krikun, Shazeer & Chen (2020), *GShard:
+# scaling giant models with conditional computation and automatic sharding*, arXiv 2006.16668,
+# §2.2 and Algorithm 1. Fedus, Zoph & Shazeer (2021), *Switch Transformers: scaling to trillion
+# parameter models with simple and efficient sparsity*, arXiv 2101.03961 (JMLR 2022), §2.1–2.2,
+# equations 1–6. Gale, Narayanan, Young & Zaharia (2023), *MegaBlocks: efficient sparse training
+# with mixture-of-experts*, MLSys 2023 (arXiv 2211.15841), for dropless dispatch.
+#
+# **Prerequisites.** Lesson 02 (top-$k$ gating, balancing losses, collapse).
+
+# %% tags=["parameters"]
+import os
+
+FAST = os.environ.get("MINIMOE_FAST") == "1"  # CI runs every lesson with MINIMOE_FAST=1: fewer steps, same code
+TRAIN_STEPS = 100 if FAST else 600  # steps of each model trained for the capacity sweep
+BALANCE_STEPS = 30 if FAST else 150  # steps of minimising the Switch loss alone (section 5)
+
+# %%
+import dataclasses
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minimoe as mm
+import minimoe.functional as F
+from minimoe import nn
+from minimoe.moe import MoE, MoEConfig, expert_capacity, losses, plan_dispatch
+from minimoe.moe.routers import GShardRouter, SwitchRouter, TopKRouter
+
+plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6.4, 3.6), "axes.grid": True, "grid.alpha": 0.3})
+np.set_printoptions(precision=3, suppress=True)
+print("fast mode" if FAST else "full mode")
+
+# %% [markdown]
+# ## 1. Switch top-1 and GShard top-2
+#
+# **Switch** (Fedus et al., §2.1) sends each token to one expert, the most probable one, and
+# scales that expert's output by its probability:
+#
+# $$p(x) = \mathrm{softmax}(x W_r),\qquad i^\star = \arg\max_i p_i(x),\qquad y = p_{i^\star}(x)\, E_{i^\star}(x).$$
+#
+# Why multiply by $p_{i^\star}$ rather than 1? Because the probability is what the router learns
+# through. Lesson 02's "top-$k$ then softmax" with $k = 1$ gives a gate of exactly 1 for every
+# token, a constant, and the router then gets **no gradient at all** from the task. The engine
+# shows it:
+
+# %%
+mm.manual_seed(0)
+x = mm.randn(32, 8)
+probe = mm.tensor(np.random.default_rng(0).standard_normal((32, 8)))  # loss = sum(probe * y)
+for name, router in (("Switch: gate p_i", SwitchRouter(8, 4)), ("top-1 then softmax: gate 1", TopKRouter(8, 4, 1, "topk_then_softmax"))):
+    layer = MoE(MoEConfig(d_model=8, n_experts=4, expert_hidden=16, router="switch", balance_loss=None))
+    layer.router = router
+    (layer(x) * probe).sum().backward()
+    print(f"{name:28} gates of 3 tokens {layer.router(x).gates.numpy()[:3, 0]}   "
+          f"|d task loss / d router weights| = {np.linalg.norm(router.weight.grad):.4f}")
+
+# %% [markdown]
+# **GShard** (Lepikhin et al., §2.2, Algorithm 1) uses the top two experts. Their probabilities
+# are renormalised, $g_1 \leftarrow g_1/(g_1+g_2)$ and $g_2 \leftarrow g_2/(g_1+g_2)$, and the
+# second expert is only used with probability $\min(1, 2 g_2)$: in training, a token whose
+# second choice is weak usually goes to one expert only ("random routing"), which saves capacity.
+# In evaluation every second choice is used. Measured on a batch:
+
+# %%
+mm.manual_seed(0)
+gshard = GShardRouter(8, 4)
+gshard.weight.data *= 30  # sharper routing than at initialisation, so that g2 varies
+batch = mm.randn(4000, 8)
+routing = gshard(batch)  # training mode
+g2 = routing.gates.numpy()[:, 1]
+print(f"mean second gate g2 = {g2.mean():.3f}")
+print(f"second choices dispatched in training: {routing.keep[:, 1].mean():.1%} "
+      f"(expected mean of min(1, 2 g2): {np.minimum(1, 2 * g2).mean():.1%})")
+gshard.train(False)
+print("in evaluation: every second choice dispatched?", gshard(batch).keep is None)
+
+# %% [markdown]
+# ## 2. Expert capacity
+#
+# To give every expert a fixed-size buffer, Switch sets (§2.2, eq. 3)
+#
+# $$\text{expert capacity} = \frac{\text{tokens per batch}}{\text{number of experts}} \times \text{capacity factor},$$
+#
+# and this course fixes one convention for all routers: $C = \lceil k\,T / E \cdot \mathrm{cf} \rceil$,
+# where $k T$ is the number of token-to-expert assignments. $kT/E$ is what each expert gets when
+# routing is perfectly even; the capacity factor $\mathrm{cf}$ is head-room for unevenness, and
+# rounding *up* guarantees that $\mathrm{cf} = 1$ fits a perfectly even batch. (Code bases differ:
+# some round down, some leave out $k$, some impose a minimum — FORMULAS.md §2.7 lists them.)
+
+# %%
+print(" T    E  k  " + "  ".join(f"cf={cf:<4}" for cf in (0.5, 1.0, 1.25, 2.0)))
+for t, e, k in ((64, 8, 1), (64, 8, 2), (100, 8, 1), (1000, 64, 2)):
+    print(f"{t:4} {e:3} {k:2}  " + "  ".join(f"{expert_capacity(t, e, k, cf):7}" for cf in (0.5, 1.0, 1.25, 2.0)))
+
+# %% [markdown]
+# ### Dispatch with dropping
+#
+# Which assignments take the slots? GShard's rule (Algorithm 1): every expert fills its buffer in
+# order, **all first choices before any second choice**, each group in token order; an assignment
+# that finds its expert's buffer full is **dropped**. A dropped token is not lost — in a
+# Transformer the MoE layer sits on a residual branch, so the token continues unchanged — but it
+# misses that layer's expert computation. The library's `plan_dispatch` does this; here are six
+# tokens, three experts, top-2, capacity 2:
+
+# %%
+expert_index = np.array([[1, 0], [0, 2], [1, 2], [2, 1], [0, 1], [0, 2]])  # (T, k): expert 0 is popular
+plan = plan_dispatch(expert_index, n_experts=3, capacity=2)
+kept = np.zeros(expert_index.size, dtype=bool)
+kept[plan.order] = True  # assignment a = j * T + t is token t's j-th choice (k-major numbering)
+kept = kept.reshape(2, -1).T  # (T, k)
+for t in range(len(expert_index)):
+    print(f"token {t}: " + "   ".join(f"choice {j + 1} -> expert {expert_index[t, j]} {'kept' if kept[t, j] else 'DROPPED'}" for j in range(2)))
+print("assignments per expert after the capacity:", plan.group_sizes, "| dropped:", plan.n_dropped, "of", expert_index.size)
+
+# %% [markdown]
+# Token 0 comes first in the batch, yet its second choice, expert 0, is dropped: the first choices
+# of tokens 1 and 4 took expert 0's two slots before any second choice was considered. Token 5's
+# first choice of expert 0 comes too late for the same buffer and is dropped as well.
+#
+# ## 3. Drop rate against capacity factor
+#
+# How much is dropped depends on how even the routing is. We train the same small classifier as in
+# lesson 02 (2-D points, 8 classes), now with $E = 8$ experts on a **residual** branch, $y = h +
+# \mathrm{MoE}(h)$, so a dropped token keeps its features. Four routers are trained without a
+# capacity limit, then evaluated on held-out data at a range of capacity factors, reading the
+# dropped fraction from `layer.report`:
+#
+# - Switch without balancing;
+# - Switch with its balancing loss (section 4) at $\alpha = 10^{-2}$, the paper's value, and at
+#   $\alpha = 10^{-1}$;
+# - GShard top-2 with the same loss at $\alpha = 10^{-1}$.
+
+# %%
+def grid_task(n, rng):
+    """n points in [-2, 2]^2; the label is the 4x4 cell's index modulo 8 (8 classes, 2 cells each)."""
+    x = rng.uniform(-2, 2, size=(n, 2)).astype(np.float32)
+    cell = np.floor(x + 2).astype(int).clip(0, 3)
+    return x, (4 * cell[:, 0] + cell[:, 1]) % 8
+
+
+class ResidualClassifier(nn.Module):
+    def __init__(self, moe_config):
+        self.inp = nn.Linear(2, moe_config.d_model)
+        self.moe = MoE(moe_config)
+        self.out = nn.Linear(moe_config.d_model, 8)
+
+    def forward(self, x):
+        h = F.gelu(self.inp(x))
+        return self.out(h + self.moe(h))  # a dropped token keeps h
+
+
+def train_classifier(router, balance_coef, seed=0, steps=TRAIN_STEPS):
+    mm.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    config = MoEConfig(d_model=32, n_experts=8, expert_hidden=32, router=router,
+                       balance_loss="switch" if balance_coef else None, balance_coef=balance_coef or 0.0)
+    model = ResidualClassifier(config)
+    optimizer = mm.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        x, labels = grid_task(256, rng)
+        loss = F.cross_entropy(model(mm.tensor(x)), mm.tensor(labels)) + model.moe.aux_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def at_capacity(model, x, labels, capacity_factor):
+    """(dropped fraction, accuracy) of `model` on (x, labels) with the given capacity factor."""
+    model.moe.cfg = dataclasses.replace(model.moe.cfg, capacity_factor=capacity_factor)
+    with mm.no_grad():
+        accuracy = float((model(mm.tensor(x)).numpy().argmax(axis=1) == labels).mean())
+    return model.moe.report.dropped_fraction, accuracy
+
+
+MODELS = {
+    "Switch, no balancing": ("switch", None),
+    "Switch, α = 0.01": ("switch", 0.01),
+    "Switch, α = 0.1": ("switch", 0.1),
+    "GShard top-2, α = 0.1": ("gshard", 0.1),
+}
+models = {name: train_classifier(*spec) for name, spec in MODELS.items()}
+x_test, labels_test = grid_task(4096, np.random.default_rng(1000))
+factors = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
+sweep = {name: [at_capacity(model, x_test, labels_test, cf) for cf in factors] for name, model in models.items()}
+dropless = {name: at_capacity(model, x_test, labels_test, None) for name, model in models.items()}
+
+fig, (ax_drop, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
+for name in models:
+    ax_drop.plot(factors, [d for d, _ in sweep[name]], "o-", ms=3, label=name)
+    ax_acc.plot(factors, [a for _, a in sweep[name]], "o-", ms=3, label=name)
+ax_drop.set_xscale("log", base=2)
+ax_drop.set_xlabel("capacity factor")
+ax_drop.set_ylabel("fraction of assignments dropped")
+ax_drop.set_title("Drop rate against capacity factor")
+ax_drop.legend(fontsize=8)
+ax_acc.set_xscale("log", base=2)
+ax_acc.set_xlabel("capacity factor")
+ax_acc.set_ylabel("test accuracy")
+ax_acc.set_title("What the drops cost")
+plt.tight_layout()
+plt.show()
+
+print(f"{'router':24} {'load per expert (dropless)':44} " + " ".join(f"cf={cf:<4}" for cf in (1.0, 1.25, 2.0)) + "  dropless acc.")
+for name, model in models.items():
+    at_capacity(model, x_test, labels_test, None)
+    load = model.moe.report.load
+    drops = " ".join(f"{sweep[name][factors.index(cf)][0]:7.1%}" for cf in (1.0, 1.25, 2.0))
+    print(f"{name:24} {np.array2string(load, precision=2):44} {drops}  {dropless[name][1]:12.1%}")
+
+# %% [markdown]
+# The curves say what capacity is about:
+#
+# - A router trained **without balancing** sends most tokens to a few experts; at
+#   $\mathrm{cf} = 1$ a large share of its assignments is dropped, and it needs a capacity factor
+#   near $E \times$ (its busiest expert's share) before nothing is dropped — at which point the
+#   buffers hold many times the batch, mostly empty.
+# - **With the Switch loss** at $\alpha = 0.1$ the load is close to even, a capacity factor a little
+#   above 1 already drops (almost) nothing, and accuracy holds. That is the regime the Switch paper
+#   reports at scale (capacity factors 1.0–1.25, typically under 1% dropped). At the paper's
+#   $\alpha = 10^{-2}$ this small model balances only partly in the same number of steps: $\alpha$
+#   trades the task against the balance, and the right value depends on the model and the budget.
+# - The accuracy panel shows the cost of drops: each dropped token loses the expert's contribution.
+#
+# ## 4. The Switch balancing loss
+#
+# Switch replaces lesson 02's two losses with one (Fedus et al., §2.2, eqs. 4–6): for $N$ experts
+# and a batch $\mathcal B$ of $T$ tokens,
+#
+# $$\mathcal L_{\text{balance}} = \alpha\cdot N \sum_{i=1}^{N} f_i\, P_i,\qquad
+# f_i = \frac1T \sum_{x\in\mathcal B} \mathbb 1\{\arg\max p(x) = i\},\qquad
+# P_i = \frac1T \sum_{x\in\mathcal B} p_i(x).$$
+#
+# $f_i$ is what we want to even out: the fraction of tokens *dispatched* to expert $i$. $P_i$ is
+# the fraction of router *probability* given to it. Under perfectly uniform routing both are
+# $1/N$ and the loss is exactly $\alpha$; it grows when the two concentrate on the same experts.
+#
+# ### Why f times P: f has no gradient
+#
+# $f$ counts argmaxes. Move the router's weights a little and no token changes its argmax, so $f$
+# does not change: it is **piecewise constant**, and its derivative is zero wherever it exists.
+# A loss built from $f$ alone, like $N \sum_i f_i^2$, would measure imbalance perfectly and teach
+# the router nothing. $P$ is smooth. The product keeps $f$ as a fixed weight and differentiates
+# through $P$:
+#
+# $$\frac{\partial \mathcal L_{\text{balance}}}{\partial P_i} = \alpha N f_i,$$
+#
+# so the router is pushed to lower the probability of each expert *in proportion to how
+# overloaded it is*. Along a line through the router's weight space:
+
+# %%
+mm.manual_seed(0)
+router = SwitchRouter(8, 4)
+tokens = mm.randn(64, 8)  # a small batch, so that each step of f (1/64) is visible
+base = router.weight.data.copy()
+direction = 0.5 * np.random.default_rng(3).standard_normal(base.shape).astype(np.float32)
+offsets = np.linspace(-1, 1, 401)
+f_path, p_path = [], []
+with mm.no_grad():
+    for t in offsets:
+        router.weight.data = base + float(t) * direction  # float(): a NumPy float64 scalar would promote to float64
+        r = router(tokens)
+        f_path.append(losses.assignment_fractions(r.expert_index, 4))  # a plain array: f_i
+        p_path.append(r.probs.numpy().mean(axis=0))  # P_i
+router.weight.data = base
+f_path, p_path = np.array(f_path), np.array(p_path)
+
+fig, ax = plt.subplots()
+ax.plot(offsets, f_path[:, 0], label="$f_0$ (fraction of tokens whose argmax is expert 0)")
+ax.plot(offsets, p_path[:, 0], label="$P_0$ (mean router probability of expert 0)")
+ax.set_xlabel("t: router weights = W + t · D")
+ax.legend(fontsize=8)
+ax.set_title("f is a staircase, P is smooth")
+plt.show()
+
+r = router(tokens)
+f = losses.assignment_fractions(r.expert_index, 4)
+print("type of f:", type(f).__name__, "(a plain array: no graph, no gradient)")
+loss = losses.switch_balance_loss(r.probs, r.expert_index, 4)  # N * sum f_i P_i, before alpha
+loss.backward()
+print(f"N * sum f P = {loss.item():.4f};  |gradient wrt the router weights| = {np.linalg.norm(router.weight.grad):.4f}")
+
+h = 1e-4
+with mm.no_grad():
+    def f_squared(t):
+        router.weight.data = base + t * direction
+        return 4 * (losses.assignment_fractions(router(tokens).expert_index, 4) ** 2).sum()
+    slope = (f_squared(h) - f_squared(-h)) / (2 * h)
+router.weight.data = base
+print(f"finite-difference slope of N * sum f^2 along D: {slope}")
+changes = np.count_nonzero(np.any(np.diff(f_path, axis=0) != 0, axis=1))
+print(f"f changed at {changes} of {len(offsets) - 1} steps along the line; P changed at every step")
+
+# %% [markdown]
+# The staircase is the point: a gradient step sees a flat $f$ (the finite-difference slope is
+# zero), while $N \sum f P$ has a real gradient. Does following it balance the *counts*? Take a
+# router that starts badly unbalanced (tokens share a common direction that one expert's weights
+# favour) and minimise the Switch loss alone:
+
+# %%
+mm.manual_seed(1)
+router = SwitchRouter(8, 4)
+router.weight.data[:, 0] += 0.5  # expert 0 favoured by every token's common component
+tokens = mm.tensor(np.random.default_rng(1).standard_normal((512, 8)) + 1.0)
+optimizer = mm.optim.SGD(router.parameters(), lr=0.05)
+history = []
+for _ in range(BALANCE_STEPS):
+    r = router(tokens)
+    loss = losses.switch_balance_loss(r.probs, r.expert_index, 4)
+    history.append((losses.assignment_fractions(r.expert_index, 4), loss.item()))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+fractions = np.array([f for f, _ in history])
+
+fig, (ax_f, ax_l) = plt.subplots(1, 2, figsize=(11, 3.4))
+ax_f.plot(fractions)
+ax_f.axhline(0.25, color="k", ls=":")
+ax_f.set_xlabel("step")
+ax_f.set_ylabel("$f_i$")
+ax_f.set_title("Token fractions per expert (uniform: 0.25)")
+ax_l.plot([v for _, v in history])
+ax_l.axhline(1.0, color="k", ls=":")
+ax_l.set_xlabel("step")
+ax_l.set_ylabel("$N \\sum_i f_i P_i$")
+ax_l.set_title("The loss (uniform routing: 1)")
+plt.tight_layout()
+plt.show()
+print("f at the start:", fractions[0], " f at the end:", fractions[-1])
+
+# %% [markdown]
+# The gradient flows only through $P$, yet the counts $f$ even out: lowering the probability of
+# an overloaded expert eventually moves some of its tokens' argmax elsewhere.
+#
+# ### The uniform-routing value, in several conventions
+#
+# The same idea is written with different normalisations across papers and code, which matters
+# when you copy a coefficient from one code base into another. A good test oracle is the value
+# each gives under **perfectly uniform** routing (FORMULAS.md §2.8). We build such a batch —
+# router probabilities exactly $1/E$ everywhere, and assignments in round-robin so every expert
+# gets the same count — and evaluate each convention on it, for $k = 1$ and $k = 2$:
+
+# %%
+E_UNIFORM, T_UNIFORM, ALPHA = 8, 64, 0.01
+
+
+def uniform_batch(k):
+    """Probabilities 1/E for every token; token t chooses experts t, t+1, ... (mod E)."""
+    probs = mm.tensor(np.full((T_UNIFORM, E_UNIFORM), 1 / E_UNIFORM))  # (T, E)
+    index = (np.arange(T_UNIFORM)[:, None] + np.arange(k)) % E_UNIFORM  # (T, k), first choice first
+    return probs, index
+
+
+def counts(index):
+    return np.bincount(index.ravel(), minlength=E_UNIFORM)  # assignments per expert, all choices
+
+
+CONVENTIONS = {
+    # name: (formula as written, function of (P (E,), expert_index (T, k), k))
+    "Switch paper": ("α·N·Σ f_i P_i, f from the 1st choice",
+                     lambda P, idx, k: ALPHA * E_UNIFORM * (np.bincount(idx[:, 0], minlength=E_UNIFORM) / T_UNIFORM * P).sum()),
+    "GShard paper, Alg. 1": ("(1/E)·Σ (c_e/S)·m_e",
+                             lambda P, idx, k: (np.bincount(idx[:, 0], minlength=E_UNIFORM) / T_UNIFORM * P).sum() / E_UNIFORM),
+    "DeepSpeed top1/top2, fairseq, Tutel": ("E·Σ f_i P_i, f from the 1st choice",
+                                            lambda P, idx, k: E_UNIFORM * (np.bincount(idx[:, 0], minlength=E_UNIFORM) / T_UNIFORM * P).sum()),
+    "DeepSpeed topkgating": ("(E²/k)·mean_e(m_e·c_e), c over all k",
+                             lambda P, idx, k: E_UNIFORM**2 / k * (P * counts(idx) / T_UNIFORM).mean()),
+    "flaxformer": ("E²·mean_e(f_e·P_e), f = routed in any of k",
+                   lambda P, idx, k: E_UNIFORM**2 * (counts(idx) / T_UNIFORM * P).mean()),
+    "HF Mixtral / Qwen2 (one layer)": ("E·Σ_j Σ_i f_ji P_i, f per choice j",
+                                       lambda P, idx, k: E_UNIFORM * sum((np.bincount(idx[:, j], minlength=E_UNIFORM) / T_UNIFORM * P).sum() for j in range(k))),
+    "DeepSeekMoE / V3": ("α·Σ f_i P_i, f_i = E/(kT)·count_i",
+                         lambda P, idx, k: ALPHA * (E_UNIFORM / (k * T_UNIFORM) * counts(idx) * P).sum()),
+}
+
+print(f"E = {E_UNIFORM}, T = {T_UNIFORM}, α = {ALPHA}\n")
+print(f"{'convention':38} {'formula':42} {'k=1':>8} {'k=2':>8}")
+for name, (formula, fn) in CONVENTIONS.items():
+    values = []
+    for k in (1, 2):
+        probs, index = uniform_batch(k)
+        values.append(fn(probs.numpy().mean(axis=0), index, k))
+    print(f"{name:38} {formula:42} {values[0]:8.4f} {values[1]:8.4f}")
+library = []
+for k in (1, 2):
+    probs, index = uniform_batch(k)
+    library.append(losses.switch_balance_loss(probs, index, E_UNIFORM).item())
+print(f"{'minimoe losses.switch_balance_loss':38} {'N·Σ f_i P_i, f over all k choices / (kT)':42} {library[0]:8.4f} {library[1]:8.4f}")
+assert np.allclose(library, 1.0)
+
+# %% [markdown]
+# The same perfectly balanced batch scores $\alpha$, $1$, $k$ or $1/E^2$ depending on the code
+# base. None is wrong — each is the Switch idea with a different constant — but a coefficient
+# tuned for one is off by a factor $E$, $k$ or $\alpha$ in another. minimoe's
+# `switch_balance_loss` returns the loss *without* its coefficient, normalised so that uniform
+# routing gives exactly 1 for every $k$; the layer multiplies it by `MoEConfig.balance_coef`, so
+# `balance_coef` plays the role of the paper's $\alpha$.
+#
+# ## 5. Dropless dispatch by sorting
+#
+# Capacity exists to give each expert a fixed-size buffer. MegaBlocks (Gale et al.) asked
+# instead: why pad at all? Put the $kT$ assignments in one array **sorted by expert**. Each
+# expert's assignments are then one contiguous block, of whatever size routing produced, and each
+# block is one matrix product. Nothing is dropped and nothing is padded. The steps, as
+# `plan_dispatch` does them:
+#
+# 1. number the assignments: $a = j\,T + t$ for token $t$'s $j$-th choice (all first choices, then
+#    all second choices — the order that gives first choices priority under a capacity);
+# 2. a **stable** sort of the assignments by expert gives `order` (ties keep their numbering);
+# 3. `group_sizes` (a bincount) says where each expert's block starts and ends;
+# 4. gather the token rows in `order`, run expert $e$ on its block, multiply by the gates, and
+#    scatter the rows back to their tokens (summing a token's $k$ rows).
+
+# %%
+expert_index = np.array([[2, 0], [1, 2], [2, 1], [0, 1], [2, 0], [1, 0]])  # (T=6, k=2)
+T, K = expert_index.shape
+plan = plan_dispatch(expert_index, n_experts=3)  # no capacity: dropless
+print("expert_index (T, k):\n", expert_index)
+print("assignments, k-major (a = j*T + t):  ", expert_index.T.reshape(-1))
+print("order (assignments sorted by expert):", plan.order)
+print("their experts:                       ", expert_index.T.reshape(-1)[plan.order])
+print("group sizes:", plan.group_sizes, "| dropped:", plan.n_dropped)
+start = 0
+for e, size in enumerate(plan.group_sizes):
+    block = plan.order[start : start + size]
+    print(f"  expert {e} block, rows {start}..{start + size - 1}: " + ", ".join(f"token {a % T} (choice {a // T + 1})" for a in block))
+    start += size
+
+# %% [markdown]
+# (Exercise `sort_by_expert` numbers the assignments token-major, $a = t\,k + j$, instead; both
+# numberings give valid blocks, only the order within a block differs.) To check that sorting
+# changes nothing but the order of work, compare the MoE layer with a plain reference that loops
+# over tokens and their chosen experts one at a time — far too slow for real use, but obviously
+# right:
+
+# %%
+mm.manual_seed(0)
+layer = MoE(MoEConfig(d_model=8, n_experts=3, top_k=2, expert_hidden=16, router="topk", balance_loss=None))
+x = mm.randn(6, 8)
+y = layer(x).numpy()  # sorted, grouped dispatch
+with mm.no_grad():
+    r = layer.router(x)
+    gates = r.gates.numpy()
+    reference = np.zeros_like(y)
+    for t in range(6):  # the reference: one token, one expert at a time
+        for j in range(2):
+            e = r.expert_index[t, j]
+            only_e = [1 if i == e else 0 for i in range(3)]
+            reference[t] += gates[t, j] * layer.experts(x[t : t + 1], only_e).numpy()[0]
+print("largest difference between the sorted dispatch and the per-token reference:", np.abs(y - reference).max())
+print("routing report: dropped fraction", layer.report.dropped_fraction, "| tokens per expert", layer.report.tokens_per_expert)
+
+# %% [markdown]
+# What sorting saves is easiest to see on the unbalanced router of section 3. A fixed-buffer
+# implementation that wants to drop nothing needs every buffer as large as the busiest expert's
+# load, and computes all $E \times C$ slots, padding included; the sorted dispatch computes exactly
+# the $kT$ real assignments:
+
+# %%
+for name in ("Switch, no balancing", "Switch, α = 0.1", "GShard top-2, α = 0.1"):
+    model = models[name]
+    at_capacity(model, x_test, labels_test, None)  # dropless forward on the test batch
+    per_expert = model.moe.report.tokens_per_expert
+    padded_rows = len(per_expert) * per_expert.max()
+    print(f"{name:24} sorted dispatch computes {per_expert.sum():6} rows; drop-free fixed buffers need "
+          f"{padded_rows:6} rows ({padded_rows / per_expert.sum():.1f}x), i.e. capacity factor {padded_rows / per_expert.sum():.2f}")
+
+# %% [markdown]
+# With balancing, fixed buffers waste little; without it, they waste most of their work. Sorting
+# pays only for a sort and a gather/scatter, and the price is variable-sized blocks — on a GPU
+# that takes block-sparse or grouped matrix kernels, which is what MegaBlocks contributed. In
+# minimoe, `MoEConfig(capacity_factor=None)` (the default) is the dropless path and
+# `capacity_factor=1.25` the Switch-style one; both go through the same sorted dispatch, the
+# capacity simply cutting each block short.
+#
+# ## Check your understanding
+#
+# 1. With $T = 1000$ tokens, $E = 64$ experts, top-2 and $\mathrm{cf} = 1.25$, what is $C$? How
+#    many slots are there in all, and how many assignments?
+# 2. Why does GShard fill buffers with all first choices before any second choice? What would go
+#    wrong if it used plain token order?
+# 3. Switch multiplies the expert's output by $p_{i^\star}$. What would the router learn from if
+#    it multiplied by 1? (Lesson 02, question 2.)
+# 4. Why not minimise $N \sum_i P_i^2$, which has a gradient and is also minimal at uniform
+#    routing? Find a batch where it is at its minimum while $f$ is maximally unbalanced.
+# 5. In the sweep, the Switch router trained without balancing uses two experts. Explain its drop
+#    rate at capacity factor 1 from $C$ and the loads in the table. What should it be at
+#    $\mathrm{cf} = 2$, and from which factor on should nothing be dropped?
+# 6. A code base reports a balance loss of 2.0 for a top-2 layer at initialisation, where routing
+#    is nearly uniform. Which conventions could it be using?
+# 7. Sorted dispatch drops nothing. Why would anyone still use a capacity factor? (Think about
+#    memory on a device that hosts one expert, and about the time of the slowest expert.)
+#
+# ## Exercises
+#
+# In `exercises/ex03_switch_gshard.py`: `expert_capacity` (section 2), `dispatch_with_capacity`
+# (*Dispatch with dropping*), `switch_loss` (section 4), `sort_by_expert` and `combine_sorted`
+# (section 5). Grade them with
+#
+# ```
+# python -m minimoe.grade ex03
+# ```

@@ -1,0 +1,570 @@
+# %% [markdown]
+# # Lesson 05 — Stability: the router z-loss, the router's precision, and expert dropout
+#
+# A router is a tiny part of an MoE model — one $d \times E$ matrix per layer — and it is where
+# large sparse models break. The Switch Transformer and ST-MoE papers report training runs that
+# diverge, and trace many of them to the router: its logits drift upward during training, the
+# softmax over those logits is computed in a number format with few digits, and small rounding
+# errors turn into different experts, different gates and, at worst, infinities. This lesson
+# measures each piece on the tiny model: how the logits grow, what the **router z-loss** does
+# about it, what float16 and bfloat16 do to a softmax as the logits grow, and what **expert
+# dropout** does to a model that has too little data.
+#
+# **After this lesson you can**
+# - explain why nothing in the task loss holds the router's logits in place, and why large
+#   logits are a problem in low precision;
+# - write the router z-loss and its gradient, switch it on in minimoe (`z_loss_coef`), and
+#   measure its effect on the logits of a trained model;
+# - predict what float16 and bfloat16 do to a router softmax: rounding, overflow, underflow and
+#   flipped top-$k$ choices — and why "compute the router in float32" is the standard fix;
+# - use expert dropout, and say in which regime it helps.
+#
+# **Papers.**
+# - Zoph, Bello, Kumar, Du, Huang, Dean, Shazeer & Fedus (2022), *ST-MoE: designing stable and
+#   transferable sparse expert models*, arXiv 2202.08906: §3 (the stability study), §3.3 (the
+#   router z-loss, eq. 5, and its coefficient $c_z = 10^{-3}$, eq. 6).
+# - Fedus, Zoph & Shazeer (2021), *Switch Transformers: scaling to trillion parameter models with
+#   simple and efficient sparsity*, arXiv 2101.03961 (JMLR 2022): §2.4 — selective precision (the
+#   router in float32, Table 2), a smaller initialisation (Table 3) and expert dropout for
+#   fine-tuning (Table 4).
+#
+# **Library files used.** `minimoe/moe/losses.py` (`z_loss`), `minimoe/moe/layer.py` (the
+# report's `max_logit`, expert dropout), `minimoe/moe/routers/base.py` (the router's logits and
+# its small initialisation), `minimoe/train.py` (`open_run`, `train_step`).
+#
+# **Prerequisites.** Lessons 02 and 03 (top-$k$ routing and the Switch balancing loss) and 04
+# (the tiny MoE Transformer).
+
+# %% tags=["parameters"]
+import os
+
+FAST = os.environ.get("MINIMOE_FAST") == "1"  # CI runs every lesson with MINIMOE_FAST=1: fewer steps, same code
+Z_STEPS = 40 if FAST else 600  # steps of each z-loss run (c_z = 0 and 1e-3)
+SMALL_DATA_STEPS = 60 if FAST else 600  # steps of each expert-dropout run on a small training set
+FULL_DATA_STEPS = 30 if FAST else 300  # steps of each expert-dropout run on the whole training split
+DROPOUT_SEEDS = (0,) if FAST else (0, 1)  # each expert-dropout comparison is repeated for these seeds
+
+# %%
+# The tiny model's matrices are far too small for BLAS threads to pay off, and on a busy machine
+# the threads cost much more than they give; one thread per process (set before NumPy loads).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minimoe as mm
+from minimoe.data import BatchSampler, load_corpus, split
+from minimoe.models import ModelConfig, model_summary
+from minimoe.moe import losses
+from minimoe.train import TrainConfig, open_run, train_step
+
+plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6.4, 3.6), "axes.grid": True, "grid.alpha": 0.3})
+np.set_printoptions(precision=4, suppress=True)
+print("fast mode" if FAST else "full mode")
+
+# %% [markdown]
+# ## 1. Why a router is fragile
+#
+# A router maps a token $x \in \mathbb R^d$ to logits $z = x W_r \in \mathbb R^E$ and then to
+# probabilities $p = \mathrm{softmax}(z)$. Two facts about that softmax set up the whole lesson.
+#
+# **The level of the logits is free.** Adding the same number $c$ to every logit changes nothing:
+#
+# $$\mathrm{softmax}(z + c\mathbf 1)_i = \frac{e^{z_i + c}}{\sum_j e^{z_j + c}} = \frac{e^{z_i}}{\sum_j e^{z_j}} = \mathrm{softmax}(z)_i .$$
+#
+# So the language-modelling loss has no opinion about where the logits sit — only about their
+# differences — and nothing stops them from drifting. Their *spread* also has a reason to grow: as
+# the router becomes confident, the gap between the chosen experts and the others widens, and a
+# probability of $0.99$ against seven rivals needs a gap of $\ln(0.99 \cdot 7 / 0.01) \approx 6.5$.
+#
+# **Rounding errors grow with the logits.** A floating-point format with $m$ stored mantissa bits
+# holds $z$ with a relative error of at most $2^{-(m+1)}$, so the absolute error of a logit is
+# about $|z| \cdot 2^{-(m+1)}$. The softmax only looks at differences $z_i - z_j$, but the error of a
+# difference of two rounded numbers is about $(|z_i| + |z_j|) \cdot 2^{-(m+1)}$: it depends on
+# where the logits *sit*, not only on how far apart they are. And a softmax turns an absolute
+# error $\delta$ in a logit into a *relative* error of about $\delta$ in its probability (since
+# $e^{z+\delta} \approx e^z(1+\delta)$). So the exact softmax does not care about the level of the
+# logits, and the rounded softmax does: the higher the logits drift, the worse the router.
+#
+# | format | mantissa bits $m$ | largest finite value | $e^z$ overflows above |
+# | --- | --- | --- | --- |
+# | float32 | 23 | $3.4 \times 10^{38}$ | $88.7$ |
+# | bfloat16 | 7 | $3.4 \times 10^{38}$ | $88.7$ |
+# | float16 | 10 | $65504$ | $11.09$ |
+#
+# bfloat16 keeps float32's range with only 8 significant bits; float16 has 11 significant bits but
+# a tiny range. The cell below prints the gap between neighbouring numbers ("one unit in the last
+# place") near a few logit values. NumPy has float16 and float32 but no bfloat16, so we build a
+# bfloat16 rounding from `np.frexp`, which splits $x = f \cdot 2^{e}$ with $\tfrac12 \le |f| < 1$:
+# bfloat16 keeps 8 bits of $f$. (Exercise `round_to_bfloat16` asks for the bit-level version that
+# hardware uses: round the float32 bit pattern and clear its low 16 bits.)
+
+# %%
+BFLOAT16_MAX = (2 - 2.0**-7) * 2.0**127  # the largest finite bfloat16, as large as float32's
+
+
+def bfloat16(x):
+    """Rounds to the nearest bfloat16 (8 significant bits, ties to even), float64 out; beyond the
+    largest bfloat16 the result is infinite. (Subnormals are ignored: nothing here gets near 1e-38.)"""
+    fraction, exponent = np.frexp(np.asarray(x, dtype=np.float64))
+    rounded = np.ldexp(np.round(fraction * 256) / 256, exponent)
+    return np.where(np.abs(rounded) > BFLOAT16_MAX, np.copysign(np.inf, rounded), rounded)
+
+
+ROUND = {  # round every value to the format, then carry on in float64: one correctly rounded op at a time
+    "float64": lambda a: np.asarray(a, dtype=np.float64),
+    "float32": lambda a: np.asarray(a, dtype=np.float64).astype(np.float32).astype(np.float64),
+    "float16": lambda a: np.asarray(a, dtype=np.float64).astype(np.float16).astype(np.float64),
+    "bfloat16": bfloat16,
+}
+
+print(f"{'logit':>6}  {'float32 gap':>12}  {'float16 gap':>12}  {'bfloat16 gap':>12}")
+for z in (1.0, 8.0, 30.0, 100.0):
+    gaps = [np.spacing(np.float32(z)), np.spacing(np.float16(z)), 2.0 ** (np.floor(np.log2(z)) - 7)]
+    print(f"{z:6.0f}  " + "  ".join(f"{float(g):12.2e}" for g in gaps))
+print("bfloat16 of 1/3:", bfloat16(1 / 3), " float16 of 1/3:", float(np.float16(1 / 3)))
+
+# %% [markdown]
+# Near a logit of 30 the bfloat16 gap is $0.125$: two experts whose logits differ by less than
+# that are tied, and a rounding of half a gap changes a probability by about $e^{0.0625} - 1$,
+# over 6 %. Near a logit of 1 the same format is sixteen times finer. Hence two remedies, both in
+# the papers: **compute the router in float32** whatever the rest of the model uses (Switch
+# Transformer §2.4, "selective precision"), and **keep the logits small** (ST-MoE §3.3, the
+# z-loss). A third, also from Switch §2.4, is already in minimoe's router: its weights start with a
+# tenth of the usual variance, $\mathcal N(0, 0.1/d)$, so the logits start small.
+#
+# ## 2. The router z-loss
+#
+# ST-MoE adds a penalty on the size of the router's log-partition function (eq. 5):
+#
+# $$L_z = \frac{1}{T}\sum_{t=1}^{T}\Big(\log \sum_{j=1}^{E} e^{z_{t,j}}\Big)^2,\qquad
+# L = L_{\text{CE}} + c_B L_B + c_z L_z,\quad c_z = 10^{-3},$$
+#
+# where $z_{t,j}$ is the logit of token $t$ for expert $j$ and $L_B$ is the Switch balancing loss
+# of lesson 03. Write $\ell_t = \log\sum_j e^{z_{t,j}}$ (the *log-sum-exp*). Its derivative is the
+# softmax, $\partial \ell_t / \partial z_{t,j} = p_{t,j}$, so
+#
+# $$\frac{\partial L_z}{\partial z_{t,j}} = \frac{2}{T}\,\ell_t\,p_{t,j}.$$
+#
+# Two things to read in it. First, for $\ell_t > 0$ every logit is pushed *down*, each in
+# proportion to its probability: the experts the router likes most are pushed hardest, and the
+# push fades as $\ell_t \to 0$. Second, why $\ell$ and not simply $\|z\|^2$? Because
+#
+# $$\max_j z_{t,j} \;\le\; \ell_t \;\le\; \max_j z_{t,j} + \log E ,$$
+#
+# so $\ell_t$ measures the **largest** logit of the token — the one whose exponential dominates
+# the softmax and whose rounding error matters. A very negative logit is harmless ($e^z$ is tiny,
+# and so is its error), and the z-loss leaves it alone. Because of the shift freedom of section 1,
+# the router can satisfy the z-loss at no cost to the task: it lowers the level of all its logits.
+#
+# The library's version is `minimoe.moe.losses.z_loss` (returned without its coefficient; the MoE
+# layer multiplies by `z_loss_coef`). Two checks: zero logits give $(\log E)^2$, and a shift
+# changes the z-loss but not the softmax. Then the gradient formula, against autograd.
+
+# %%
+E = 8
+print("z-loss of zero logits:", losses.z_loss(mm.tensor(np.zeros((3, E)))).item(),
+      " (log 8)^2 =", np.log(E) ** 2)
+
+mm.manual_seed(0)
+z = mm.randn(4, E, dtype=np.float64, requires_grad=True)  # (T, E) logits of 4 tokens
+for shift in (0.0, -3.0, 5.0):
+    shifted = z.numpy() + shift
+    print(f"shift {shift:+.0f}: z-loss {losses.z_loss(mm.tensor(shifted)).item():7.3f}, "
+          f"softmax of token 0 {mm.functional.softmax(mm.tensor(shifted)).numpy()[0].round(3)}")
+
+losses.z_loss(z).backward()
+lse = np.log(np.exp(z.numpy()).sum(axis=1, keepdims=True))  # (T, 1)
+p = np.exp(z.numpy() - lse)  # (T, E)
+print("autograd gradient equals 2/T * lse * p:", np.allclose(z.grad, 2 / 4 * lse * p))
+
+# %% [markdown]
+# ### The z-loss measured on the tiny model
+#
+# Now the real thing: the tiny Transformer of lesson 04, made small so that each run takes
+# seconds — two blocks of width 32, each with an MoE layer of $E = 8$ experts of width 64, top-2
+# routing, the Switch balancing loss ($\alpha = 0.01$), nothing dropped — trained twice from the
+# same seed and on the same batches, with $c_z = 0$ and with $c_z = 10^{-3}$.
+#
+# The training step is the library's own (`minimoe.train.train_step`: forward, loss plus auxiliary
+# losses, backward, clipping, AdamW, warm-up and cosine decay). We only watch. After every step
+# we read each layer's routing report, whose `max_logit` is the largest $|z_{t,j}|$ of the batch.
+# For the log-sum-exp we need the router's logits themselves; the small probe below wraps each
+# router's `logits` method so that it keeps what it computed. It changes nothing in the
+# computation.
+
+# %%
+TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, context=32, n_experts=E, top_k=2, expert_hidden=64)
+print(model_summary(TINY))
+
+
+def train_config(steps, seed=0):
+    return TrainConfig(steps=steps, batch_size=16, lr=1e-2, warmup_steps=min(20, steps // 4),
+                       eval_every=max(steps // 6, 1), eval_batches=8, checkpoint_every=steps, seed=seed)
+
+
+def watch_router_logits(model):
+    """Wraps every MoE router's `logits` method: each call keeps its logits as `router.last_logits`
+    (an array), and each call in training mode appends the batch's mean log-sum-exp and mean
+    largest logit to `router.trace`."""
+    for layer in model.moe_layers():
+        router, compute = layer.router, layer.router.logits
+        router.trace = []
+
+        def logits(x, router=router, compute=compute):
+            out = compute(x)
+            router.last_logits = out.numpy()  # (T, E)
+            if router.training:
+                top = router.last_logits.max(axis=1, keepdims=True)  # (T, 1)
+                lse = top + np.log(np.exp(router.last_logits - top).sum(axis=1, keepdims=True))
+                router.trace.append((lse.mean(), top.mean()))
+            return out
+
+        router.logits = logits
+
+
+def train_and_watch(model_config, train_config, setup=None):
+    """Trains with the library's step and returns the `Run` (model, records of every step). The
+    run folder is temporary; `setup(run)` may change the run before the first step."""
+    with tempfile.TemporaryDirectory() as folder:
+        run = open_run(model_config, train_config, Path(folder), resume=False)
+        if setup is not None:
+            setup(run)
+        began = time.perf_counter()
+        for _ in range(train_config.steps):
+            run.records.append(train_step(run))
+        run.seconds = time.perf_counter() - began
+    return run
+
+
+z_runs = {}
+for coef in (0.0, 1e-3):
+    z_runs[coef] = train_and_watch(dataclasses.replace(TINY, z_loss_coef=coef), train_config(Z_STEPS),
+                                   setup=lambda run: watch_router_logits(run.model))
+    print(f"c_z = {coef:g}: {Z_STEPS} steps in {z_runs[coef].seconds:.0f} s, "
+          f"validation loss {z_runs[coef].records[-1]['val_loss']:.3f}")
+
+# %%
+def series(run):
+    """Per step and per MoE layer: max |logit| (report), mean log-sum-exp and mean largest logit (probe)."""
+    max_abs = np.array([[layer["max_logit"] for layer in r["moe"]] for r in run.records if "moe" in r])  # (S, L)
+    trace = np.array([layer.router.trace for layer in run.model.moe_layers()])  # (L, S, 2)
+    return max_abs, trace[..., 0].T, trace[..., 1].T  # each (S, L)
+
+
+def smooth(y, width=15):
+    """Moving average along the steps (the batch-to-batch noise hides the trend)."""
+    width = min(width, len(y))
+    kernel = np.ones(width) / width
+    return np.convolve(np.pad(y, (width // 2, width - 1 - width // 2), mode="edge"), kernel, mode="valid")
+
+
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+for coef, run in z_runs.items():
+    max_abs, lse, top = series(run)
+    for layer in range(max_abs.shape[1]):
+        style = {"color": "C0" if coef == 0 else "C3", "ls": "-" if layer == 0 else "--",
+                 "label": f"c_z = {coef:g}, layer {layer}"}
+        axes[0].plot(smooth(lse[:, layer]), **style)
+        axes[1].plot(smooth(top[:, layer]), **style)
+        axes[2].plot(smooth(max_abs[:, layer]), **style)
+for ax, title in zip(axes, ("mean log-sum-exp  $\\ell_t$", "mean largest logit  $\\max_j z_{t,j}$",
+                            "report.max_logit  $\\max_{t,j} |z_{t,j}|$")):
+    ax.set_title(title)
+    ax.set_xlabel("training step")
+axes[0].legend(fontsize=8)
+plt.show()
+
+print(f"{'':10} {'layer':>5} {'log-sum-exp':>12} {'largest logit':>14} {'max |logit|':>12}   (mean of the last 50 steps)")
+for coef, run in z_runs.items():
+    max_abs, lse, top = series(run)
+    for layer in range(max_abs.shape[1]):
+        print(f"c_z = {coef:<5g} {layer:5} {lse[-50:, layer].mean():12.2f} {top[-50:, layer].mean():14.2f} "
+              f"{max_abs[-50:, layer].mean():12.2f}")
+print("log-sum-exp at step 1:", series(z_runs[0.0])[1][0].round(2), "(log 8 =", round(np.log(8), 2), ")")
+z_value = [r["moe"][0]["losses"]["z"] for r in z_runs[1e-3].records if "moe" in r]
+print(f"with c_z = 1e-3, layer 0's z-loss went from {z_value[0]:.2f} to {np.mean(z_value[-50:]):.2f}; "
+      f"times c_z that is {1e-3 * np.mean(z_value[-50:]):.4f} of the total loss")
+print("final validation loss: " + ", ".join(f"c_z = {c:g}: {r.records[-1]['val_loss']:.3f}" for c, r in z_runs.items()))
+
+# %% [markdown]
+# Read the three panels from left to right (the table gives the numbers of this run). At the
+# first step every router is near uniform and $\ell \approx \log 8$. **Without the z-loss** the
+# log-sum-exp climbs as training goes on: nothing in the loss resists it, and the router becomes
+# more confident. **With the z-loss** it is pulled down, far below $\log 8$, toward zero. The middle panel says
+# how: the largest logit of each token falls with it — the z-loss caps the logits that matter.
+#
+# The right panel is a warning about what to measure. `max_logit` is the largest *absolute*
+# logit, and it does **not** fall with the z-loss: the router has lowered the level of all its
+# logits (the shift freedom of section 1), so the *least* favoured experts now sit at large
+# negative values. That costs nothing: $e^z$ of a large negative $z$ is a tiny number whose
+# rounding error is tiny too. A stability dashboard should watch $\ell$ or the largest logit, not
+# $\max|z|$.
+#
+# The tiny model never diverges, with or without the z-loss: ST-MoE's instabilities appear in
+# models with billions of parameters, trained in bfloat16 for many thousands of steps. What this
+# run shows is the mechanism — the drift that the z-loss removes — and that removing it costs
+# little in loss: compare the two validation losses printed above, and keep in mind that one seed
+# cannot resolve differences of a few hundredths. The next section shows what the drift would
+# cost in low precision.
+#
+# ## 3. Router precision
+#
+# Take the router logits that the model trained *without* the z-loss produces on a validation
+# batch, and compute the router — softmax over the experts, top-2, renormalise the two kept
+# probabilities (Mixtral's order) — in float64 as the reference, and in float32, float16 and
+# bfloat16, rounding the logits and every intermediate result (the max-subtracted logits, the
+# exponentials, their sum, the quotient) to the format. That is what a router computed in that
+# format does: its logits come out of the matmul already rounded.
+#
+# The experiment is the drift of section 1: we add the same number $c$ to every logit. In exact
+# arithmetic that changes nothing at all — the float64 reference is the same for every $c$ — so
+# every difference below is rounding, and nothing else. Three measures, each against float64:
+#
+# - **flipped**: the share of tokens whose chosen pair of experts is not the reference pair;
+# - **gate error**: the mean over tokens of $\tfrac12\sum_e |g_e - g_e^{\text{ref}}|$, where $g$
+#   holds each token's gates over all $E$ experts (zero for the experts not chosen): the share of
+#   the token's output weight that went to the wrong place, flips included;
+# - **NaN**: the share of tokens whose gates are NaN when the softmax is computed *naively*, as
+#   $e^{z_j} / \sum_k e^{z_k}$ without subtracting the maximum first.
+
+# %%
+def router_gates(logits, fmt, subtract_max=True):
+    """Top-2 gates over all experts (T, E) and the chosen pairs (T, 2), computed in `fmt` one
+    rounded operation at a time: softmax, keep the two largest, renormalise them."""
+    r = ROUND[fmt]
+    z = r(logits)
+    if subtract_max:
+        z = r(z - z.max(axis=1, keepdims=True))
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = r(np.exp(z))
+        probs = r(e / r(e.sum(axis=1, keepdims=True)))  # (T, E)
+        chosen = np.argsort(-probs, axis=1, kind="stable")[:, :2]  # (T, 2); ties go to the lower index
+        kept = np.take_along_axis(probs, chosen, axis=1)
+        gates = np.zeros_like(probs)
+        np.put_along_axis(gates, chosen, r(kept / r(kept.sum(axis=1, keepdims=True))), axis=1)
+    return gates, np.sort(chosen, axis=1)
+
+
+FORMATS = ("float32", "float16", "bfloat16")
+
+
+def precision_table(logits, reference_logits=None):
+    """Per format: (flipped share, mean gate error, NaN share of the naive softmax), against the
+    float64 router on `reference_logits` (default: the same logits)."""
+    reference, pair = router_gates(logits if reference_logits is None else reference_logits, "float64")
+    rows = {}
+    for fmt in FORMATS:
+        gates, chosen = router_gates(logits, fmt)
+        naive, _ = router_gates(logits, fmt, subtract_max=False)
+        rows[fmt] = ((chosen != pair).any(axis=1).mean(), 0.5 * np.abs(gates - reference).sum(axis=1).mean(),
+                     np.isnan(naive).any(axis=1).mean())
+    return rows
+
+
+def print_table(results, label):
+    print(f"{label:>7} |" + "|".join(f" {fmt:^26} " for fmt in FORMATS))
+    print(f"{'':7} |" + "|".join(f" {'flipped':>8} {'gate err':>8} {'NaN':>7} " for _ in FORMATS))
+    for key, rows in results.items():
+        print(f"{key:7g} |" + "|".join(f" {flip:8.1%} {err:8.1e} {nan:7.1%} " for flip, err, nan in rows.values()))
+
+
+def validation_logits(run, layer=0):
+    """The router logits (T, E) of MoE layer `layer` on the first validation batch."""
+    run.model.eval()
+    with mm.no_grad():
+        run.model(run.val_batches[0][0])
+    run.model.train()
+    return run.model.moe_layers()[layer].router.last_logits.astype(np.float64)
+
+
+logits = validation_logits(z_runs[0.0])
+print(f"{logits.shape[0]} tokens x {logits.shape[1]} experts; logits from {logits.min():.2f} to {logits.max():.2f}\n")
+SHIFTS = (0, 2, 8, 32, 128)
+by_shift = {c: precision_table(logits + c, reference_logits=logits) for c in SHIFTS}
+print_table(by_shift, "shift c")
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+for fmt in FORMATS:
+    shifts = np.array(SHIFTS[1:])  # c = 0 cannot go on a log axis; the table has it
+    axes[0].plot(shifts, [max(by_shift[c][fmt][1], 1e-9) for c in shifts], "o-", label=fmt)
+    axes[1].plot(shifts, [by_shift[c][fmt][0] for c in shifts], "o-", label=fmt)
+for ax, title in zip(axes, ("gate error (share of output weight misplaced)", "tokens with a flipped expert pair")):
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("shift c added to every logit (the exact softmax is unchanged)")
+    ax.set_title(title)
+axes[0].set_yscale("log")
+axes[0].legend()
+plt.show()
+
+# %% [markdown]
+# Read the table row by row: the exact router is identical in every row.
+#
+# - **float32** rounds each logit to 24 significant bits; even at the largest shift its errors are
+#   far too small to change a choice.
+# - **bfloat16** has 8 significant bits, so its gap near $c$ is about $c / 128$: once that is
+#   comparable to the differences between the router's logits, the differences themselves are
+#   rounded away. Gates come out in the wrong proportions, then near-ties between experts tie
+#   exactly (and a tie is settled by expert index, not by the router), and pairs flip. The
+#   gradient the router receives carries the same errors.
+# - **float16** has three more bits than bfloat16 and is correspondingly finer — but its range
+#   ends at 65504, so the **naive** softmax overflows as soon as a logit passes
+#   $\ln 65504 = 11.09$: $\infty/\infty$ is NaN, and the NaN column fills up. Subtracting the
+#   maximum first, as every library does, prevents that.
+#
+# Multiplying the logits instead of shifting them — the router growing more *confident* — brings
+# the other limit of float16, **underflow**: a probability below $2^{-24} \approx 6 \times 10^{-8}$
+# (a logit more than about 16.6 below the top one) becomes exactly zero, ties with the other
+# losers, and the second choice is again settled by index. float32 has the same problem much
+# later, once the spread of the logits passes about 100; it shows in the last row. (Scaling by
+# powers of two would show nothing about rounding: floating point is exact under them, so the
+# factors below are not powers of two.)
+
+# %%
+SCALES = (1, 3, 10, 30)
+print_table({s: precision_table(s * logits) for s in SCALES}, "scale s")
+
+# %% [markdown]
+# In minimoe a NaN or infinite logit never reaches the dispatch: the router raises a `ValueError`
+# that names the z-loss as one of the fixes. The two remedies work together: **selective
+# precision** (the router in float32, Switch §2.4) removes the rounding, and the **z-loss** keeps
+# the top logits near zero ($\ell_t \approx 0$), where every format is finest, so that even a
+# low-precision router would be harmless. The comparison that matters for this lesson — the same
+# bfloat16 router on the logits of the two trained models, as they actually came out:
+
+# %%
+for coef, run in z_runs.items():
+    trained_logits = validation_logits(run)
+    flip, err, _ = precision_table(trained_logits)["bfloat16"]
+    top = trained_logits.max(axis=1)
+    print(f"model trained with c_z = {coef:<5g}: largest logits {top.min():6.2f} .. {top.max():5.2f}; "
+          f"bfloat16 router flips {flip:5.1%} of the pairs, gate error {err:.1e}")
+
+# %% [markdown]
+# The model trained without the z-loss has its largest logits well above zero, while the z-loss
+# model keeps them around zero. At the size this short run reached, the two bfloat16 routers are
+# about equally accurate (compare the two lines): the drift has not yet gone far enough to
+# matter. The shift table shows where it would. The log-sum-exp of the model without the z-loss
+# was still climbing when training stopped (section 2, left panel), and every unit of drift moves
+# its router further down that table; the z-loss model's logits stay where they are.
+#
+# ## 4. Expert dropout
+#
+# Dropout (Srivastava et al. 2014) zeroes each hidden unit with probability $p$ during training
+# and scales the survivors by $1/(1-p)$, so that nothing changes at evaluation. For an expert
+# $E_i(x) = W_2\,\mathrm{act}(W_1 x)$ that reads
+#
+# $$E_i(x) = W_2\Big(\mathrm{act}(W_1 x) \odot \frac{m}{1 - p}\Big),\qquad m_h \sim \mathrm{Bernoulli}(1-p).$$
+#
+# Switch Transformer §2.4 found that fine-tuning a sparse model on a small downstream task
+# overfits, because the experts hold many parameters and each sees only part of the few data. Its
+# fix is a different dropout rate *inside the experts*: 0.1 everywhere else, **0.4 in the
+# experts** (Table 4). In minimoe that is `expert_dropout` (the layer draws one mask over the
+# hidden units of each routed token copy).
+#
+# Whether dropout helps depends on the regime, so we try two. First the **small-data** regime the
+# paper targets: the training set is cut to ten pieces of 1,000 characters taken across the
+# training split, so the model sees each character dozens of times and can memorise them. Then the
+# regime of every other run in this course: the whole training split, which a short run sees
+# less than once. The validation set is the usual one in both cases. Within a seed everything
+# else is fixed — same initial weights, same batches — and only `expert_dropout` changes, 0 or
+# 0.4; each comparison is repeated for two seeds.
+
+# %%
+train_text, _ = split(load_corpus())
+PIECES, PIECE = 10, 1000
+starts = np.linspace(0, len(train_text.ids) - PIECE, PIECES).astype(np.int64)  # (10,) spread over the split
+index = (starts[:, None] + np.arange(PIECE)).ravel()  # (10 000,)
+small_ids, small_domains = train_text.ids[index], train_text.domains[index]
+
+
+def small_training_set(run):
+    """Replaces the run's sampler: batches come from the 10 000-character training set only."""
+    run.sampler = BatchSampler(small_ids, small_domains, run.train_config.batch_size,
+                               run.model_config.context, run.train_config.seed)
+
+
+dropout_runs = {}
+for regime, steps, setup in (("small data", SMALL_DATA_STEPS, small_training_set),
+                             ("full data", FULL_DATA_STEPS, None)):
+    for seed in DROPOUT_SEEDS:
+        for rate in (0.0, 0.4):
+            run = train_and_watch(dataclasses.replace(TINY, expert_dropout=rate), train_config(steps, seed), setup)
+            dropout_runs[regime, seed, rate] = run
+        print(f"{regime}, seed {seed}: two runs of {steps} steps in {run.seconds:.0f} s each")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
+for ax, regime in zip(axes, ("small data", "full data")):
+    for rate, color in ((0.0, "C0"), (0.4, "C1")):
+        records = dropout_runs[regime, DROPOUT_SEEDS[0], rate].records
+        steps, train = zip(*[(r["step"], r["train_loss"]) for r in records if "train_loss" in r])
+        ax.plot(steps, smooth(np.array(train)), color=color, alpha=0.5, lw=1, label=f"train, expert dropout {rate}")
+        ax.plot(*zip(*[(r["step"], r["val_loss"]) for r in records if "val_loss" in r]), "o-", color=color,
+                ms=4, label=f"validation, expert dropout {rate}")
+    ax.set_title(f"{regime} (seed {DROPOUT_SEEDS[0]})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("cross-entropy (nats per character)")
+    ax.set_ylim(top=4)
+axes[0].legend(fontsize=8)
+plt.show()
+
+for regime in ("small data", "full data"):
+    print(regime)
+    for seed in DROPOUT_SEEDS:
+        finals = {}
+        for rate in (0.0, 0.4):
+            records = dropout_runs[regime, seed, rate].records
+            val = [r["val_loss"] for r in records if "val_loss" in r]
+            train = np.mean([r["train_loss"] for r in records[-50:] if "train_loss" in r])
+            finals[rate] = val[-1]
+            print(f"  seed {seed}, expert dropout {rate}: validation loss final {val[-1]:.3f} (best {min(val):.3f}), "
+                  f"training loss (last 50 steps) {train:.3f}, gap {val[-1] - train:+.3f}")
+        change = finals[0.4] - finals[0.0]
+        print(f"  -> seed {seed}: expert dropout 0.4 {'lowered' if change < 0 else 'raised'} the final "
+              f"validation loss by {abs(change):.3f}")
+
+# %% [markdown]
+# How to read these results. In the **small-data** runs the training loss falls far below the
+# validation loss — the gap column — which is what memorising a small set looks like. This is the
+# regime where Switch uses expert dropout. With it, the model learns its training set more slowly
+# (a higher training loss), the gap shrinks, and the printed verdicts say what that did to the
+# validation loss, seed by seed. In the **full-data** runs there is nothing to memorise in a few
+# hundred steps, the gap is small, and dropout has nothing to cure: it can only slow learning.
+#
+# So expert dropout is a regulariser for the data-poor end — fine-tuning, in the paper — not a
+# free improvement. Two seeds can show whether the sign of an effect is luck, not how large it is
+# on average — compare the size of the verdicts between seeds. And the paper's setting is
+# fine-tuning a *pre-trained* model, which we only imitate by training from scratch on little data.
+#
+# ## Check your understanding
+#
+# 1. Add 100 to every router logit of a token. What changes in the softmax, in the top-$k$
+#    choice, in the z-loss? What changes if the logits are stored in bfloat16?
+# 2. Derive $\partial L_z / \partial z_{t,j} = \frac{2}{T}\ell_t p_{t,j}$. Which logits get the
+#    largest push, and when does the push vanish?
+# 3. Show that $\max_j z_j \le \log\sum_j e^{z_j} \le \max_j z_j + \log E$. Why does that make the
+#    log-sum-exp, rather than $\max_j |z_j|$, the right thing to penalise?
+# 4. In the run with the z-loss, `max_logit` did not fall. Explain why that is not a failure.
+# 5. A float16 softmax subtracts the maximum first, so it never overflows. Name the failure it
+#    still has, and the logit gap at which it starts.
+# 6. Why is float32 for the router alone cheap, compared with float32 for the experts? (Count the
+#    FLOPs of a router, $2dE$ per token, against an expert's $4dh$.)
+# 7. Expert dropout 0.4 and dropout 0.1 elsewhere: why might the experts want more dropout than
+#    the attention layers in a sparse model? Would you expect it to help a model pre-trained on a
+#    corpus it sees once?
+#
+# ## Exercises
+#
+# In `exercises/ex05_stability.py`: `z_loss` (section 2, *The router z-loss*) and
+# `round_to_bfloat16` (section 3, *Router precision*: the bit-level rounding that section 1's
+# `bfloat16` does with `frexp`). Grade them with
+#
+# ```
+# python -m minimoe.grade ex05
+# ```

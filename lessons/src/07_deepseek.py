@@ -1,0 +1,466 @@
+# %% [markdown]
+# # Lesson 07 — DeepSeek-style experts: fine-grained, shared, sigmoid-gated, balanced without a loss
+#
+# The DeepSeek models changed the MoE layer in four places, and each change answers a weakness met
+# in the earlier lessons. **Fine-grained experts** (DeepSeekMoE, 2024): cut every expert into
+# smaller ones and route to more of them, so that a token can combine experts far more flexibly
+# for the same compute. **Shared experts**: a few experts that every token uses, so that common
+# knowledge is not copied into every routed expert. **A sigmoid gate** (DeepSeek-V3, 2024): each
+# expert's affinity is scored on its own, not in competition through a softmax. And
+# **auxiliary-loss-free balancing**: a per-expert bias, moved by a simple rule after every step,
+# that evens the load without adding a loss whose gradient pulls against the task.
+#
+# **After this lesson you can**
+# - segment experts into finer ones and check that parameters and FLOPs stay the same, with
+#   `minimoe.calculator` and `model_summary`;
+# - add shared experts and keep the active compute equal by routing to fewer;
+# - compare coarse, fine-grained and fine-grained-plus-shared layouts at equal active compute on
+#   the tiny Transformer;
+# - write DeepSeek-V3's gate — sigmoid affinities, a bias that only steers the choice, gates
+#   normalised over the chosen experts — and its bias update;
+# - compare the bias update with loss-based balancing on load balance and validation loss, and
+#   read the bias trajectories.
+#
+# **Papers.**
+# - Dai, Deng, Zhao, Xu, Gao, Chen, Li, Zeng, Yu, Wu, Xie, Li, Huang, Luo, Ruan, Sui & Liang
+#   (2024), *DeepSeekMoE: towards ultimate expert specialization in mixture-of-experts language
+#   models*, arXiv 2401.06066: §3.1 (fine-grained segmentation), §3.2 (shared expert isolation),
+#   §3.3 (expert-level balance loss, eqs. 12–14).
+# - DeepSeek-AI (Liu et al.) (2024), *DeepSeek-V3 technical report*, arXiv 2412.19437: §2.1.2
+#   (the gate, eqs. 12–16; auxiliary-loss-free balancing; the complementary sequence-wise loss,
+#   eqs. 17–20) and §4.2 (bias update speed $\gamma = 0.001$).
+# - Wang, Gao, Zhao, Sun & Dai (2024), *Auxiliary-loss-free load balancing strategy for
+#   mixture-of-experts*, arXiv 2408.15664: the bias update, studied on its own.
+#
+# **Library files used.** `minimoe/moe/routers/deepseek.py` (the gate and `update_bias`),
+# `minimoe/moe/losses.py` (`aux_free_bias_update`), `minimoe/moe/layer.py` (shared experts),
+# `minimoe/calculator.py` (`count_parameters`), `minimoe/models/transformer.py`
+# (`model_summary`, `update_router_biases`), `minimoe/train.py` (`open_run`, `train_step`).
+#
+# **Prerequisites.** Lessons 02 and 03 (top-$k$ routing and the balancing loss), 04 (the tiny MoE
+# Transformer) and 06 (load statistics).
+
+# %% tags=["parameters"]
+import os
+
+FAST = os.environ.get("MINIMOE_FAST") == "1"  # CI runs every lesson with MINIMOE_FAST=1: fewer steps, same code
+LAYOUT_STEPS = 40 if FAST else 400  # steps of each coarse / fine / fine + shared run
+LAYOUT_SEEDS = (0,) if FAST else (0, 1)  # each layout is trained from these seeds
+BALANCE_STEPS = 40 if FAST else 400  # steps of each balancing run
+BALANCE_SEEDS = (0,) if FAST else (0, 1)  # each balancing method is trained from these seeds
+
+# %%
+# The tiny model's matrices are far too small for BLAS threads to pay off, and on a busy machine
+# the threads cost much more than they give; one thread per process (set before NumPy loads).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import dataclasses
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minimoe as mm
+from minimoe.calculator import count_parameters
+from minimoe.models import ModelConfig, Transformer, model_summary
+from minimoe.moe import Experts, MoE, MoEConfig
+from minimoe.moe.routers import DeepSeekV3Router
+from minimoe.train import TrainConfig, open_run, train_step
+
+plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6.4, 3.6), "axes.grid": True, "grid.alpha": 0.3})
+np.set_printoptions(precision=3, suppress=True)
+print("fast mode" if FAST else "full mode")
+
+# %% [markdown]
+# ## 1. Fine-grained experts
+#
+# Take an MoE layer of $N$ experts of hidden width $h$, top-$K$. DeepSeekMoE splits each expert
+# into $m$ experts of width $h/m$ and routes each token to $mK$ of the $mN$ (§3.1):
+#
+# $$h_t = \sum_{i=1}^{mN} g_{i,t}\,\mathrm{FFN}_i(u_t) + u_t,\qquad
+# g_{i,t} = \begin{cases} s_{i,t} & s_{i,t} \in \mathrm{TopK}(\{s_{j,t}\}_{j=1}^{mN},\, mK)\\ 0 & \text{otherwise,}\end{cases}
+# \qquad s_{i,t} = \mathrm{softmax}_i(u_t^\top e_i).$$
+#
+# The parameters do not change ($mN$ experts of width $h/m$ hold as many weights as $N$ of width
+# $h$), nor do the FLOPs per token ($mK$ experts of width $h/m$ cost as much as $K$ of width $h$).
+# What changes is the number of ways a token can combine experts: $\binom{N}{K}$ becomes
+# $\binom{mN}{mK}$. The paper's example is $N = 16$, $K = 2$, $m = 4$:
+
+# %%
+for n, k in ((16, 2), (64, 8), (8, 2), (32, 8)):
+    print(f"choose {k:2} of {n:2} experts: {math.comb(n, k):>16,} combinations")
+
+# %% [markdown]
+# Why should that help? An FFN's hidden units are independent of each other until the output
+# projection sums them, so a coarse expert *is* already a sum of $m$ narrower FFNs. Splitting only
+# lets the router pick those pieces separately: the segmentation of a trained coarse layer is
+# exact, and a fine-grained layer is at least as expressive. Here is the exactness, on the
+# library's `Experts` (hidden units $jh/m \dots (j+1)h/m$ go to fine expert $j$; the output bias is
+# shared out evenly so that the $m$ pieces add up to it once):
+
+# %%
+mm.manual_seed(0)
+d, h, m, T = 16, 64, 4, 10
+coarse = Experts(1, d, h)  # one expert of width 64
+fine = Experts(m, d, h // m)  # four experts of width 16
+pieces = [slice(j * h // m, (j + 1) * h // m) for j in range(m)]
+fine.w_in.data = np.stack([coarse.w_in.data[0][:, p] for p in pieces])  # (m, d, h/m)
+fine.b_in.data = np.stack([coarse.b_in.data[0][p] for p in pieces])  # (m, h/m)
+fine.w_out.data = np.stack([coarse.w_out.data[0][p] for p in pieces])  # (m, h/m, d)
+fine.b_out.data = np.repeat(coarse.b_out.data / m, m, axis=0)  # (m, d)
+
+tokens = mm.randn(T, d)
+with mm.no_grad():
+    y_coarse = coarse(tokens, [T]).numpy()  # (T, d)
+    y_pieces = fine(mm.tensor(np.tile(tokens.numpy(), (m, 1))), [T] * m).numpy()  # (m*T, d): each piece on every token
+print("the four fine experts, summed, equal the coarse expert:",
+      np.allclose(y_pieces.reshape(m, T, d).sum(axis=0), y_coarse, atol=1e-5))
+print("parameters:", coarse.num_parameters(), "coarse vs", fine.num_parameters(), "fine",
+      "(the fine ones hold m - 1 more output biases)")
+
+# %% [markdown]
+# ## 2. Shared experts
+#
+# Whatever every token needs — common words, the grammar of the language — a routed layout must
+# learn again in each expert that tokens are sent to. DeepSeekMoE isolates $K_s$ **shared experts**
+# that process every token, and routes to $mK - K_s$ of the remaining $mN - K_s$, so that the
+# active compute stays the same (§3.2):
+#
+# $$h_t = \sum_{i=1}^{K_s}\mathrm{FFN}_i(u_t) + \sum_{i=K_s+1}^{mN} g_{i,t}\,\mathrm{FFN}_i(u_t) + u_t .$$
+#
+# The shared experts carry no gate: their outputs are simply added. Since $K_s$ always-on experts
+# of width $h'$ add up to one FFN of width $K_s h'$, minimoe holds them that way
+# (`n_shared_experts` in the config, `layer.shared` in the layer):
+
+# %%
+mm.manual_seed(0)
+E_ROUTED, K = 7, 3
+layer = MoE(MoEConfig(d_model=d, n_experts=E_ROUTED, top_k=K, expert_hidden=16, n_shared_experts=1))
+x = mm.randn(T, d)
+with mm.no_grad():
+    y = layer(x).numpy()  # (T, d)
+    routing = layer.router(x)  # the same choice the layer made: expert_index (T, K), gates (T, K)
+    every_expert = layer.experts(mm.tensor(np.tile(x.numpy(), (E_ROUTED, 1))), [T] * E_ROUTED).numpy()
+    shared = layer.shared(x, [T]).numpy()  # (T, d): the always-on expert, on every token
+every_expert = every_expert.reshape(E_ROUTED, T, d)  # (E, T, d): each routed expert on every token
+chosen = every_expert[routing.expert_index, np.arange(T)[:, None]]  # (T, K, d)
+routed = (routing.gates.numpy()[:, :, None] * chosen).sum(axis=1)  # (T, d)
+print("routed experts:", layer.experts.w_in.shape, " shared expert:", layer.shared.w_in.shape)
+print("token 0 is routed to experts", routing.expert_index[0], "with gates", routing.gates.numpy()[0].round(3))
+print("output = sum of gated routed experts + shared expert:", np.allclose(y, routed + shared, atol=1e-5))
+
+# %% [markdown]
+# ## 3. Equal active compute, measured
+#
+# Three layouts of the tiny Transformer of lesson 04 (two blocks of width 32, each with an MoE
+# layer), all with the same total expert width, $8 \times 128 = 32 \times 32 = 1{,}024$, and the
+# same active expert width per token, $256$:
+#
+# | layout | routed experts | width | top-$k$ | shared | active width |
+# | --- | --- | --- | --- | --- | --- |
+# | coarse | 8 | 128 | 2 | 0 | $2 \cdot 128 = 256$ |
+# | fine-grained ($m = 4$) | 32 | 32 | 8 | 0 | $8 \cdot 32 = 256$ |
+# | fine-grained + 1 shared | 31 | 32 | 7 | 1 | $7 \cdot 32 + 32 = 256$ |
+#
+# The router is the same in all three (softmax, top-$k$, renormalise; the Switch balancing loss
+# with $\alpha = 0.01$; nothing dropped), so only the layout differs. First the check that the
+# compute really is equal — the calculator counts every parameter and every matmul FLOP from the
+# config, and the count agrees with the model the config builds:
+
+# %%
+BASE = ModelConfig(d_model=32, n_layers=2, n_heads=4, context=32, n_experts=8, top_k=2, expert_hidden=128)
+LAYOUTS = {
+    "coarse 8 x 128, top-2": BASE,
+    "fine 32 x 32, top-8": dataclasses.replace(BASE, n_experts=32, top_k=8, expert_hidden=32),
+    "fine 1 shared + 31 x 32, top-7": dataclasses.replace(BASE, n_experts=31, top_k=7, expert_hidden=32,
+                                                          n_shared_experts=1),
+}
+print(f"{'layout':32} {'total params':>12} {'(model)':>8} {'active':>8} {'experts, active':>16} "
+      f"{'router':>7} {'FLOPs/token':>12}")
+for name, config in LAYOUTS.items():
+    summary, count = model_summary(config), count_parameters(config.transformer_spec())
+    expert_active = count.active_breakdown["routed_experts"] + count.active_breakdown["shared_experts"]
+    print(f"{name:32} {summary.total_params:12,} {Transformer(config).num_parameters():8,} "
+          f"{summary.active_params:8,} {expert_active:16,} {count.breakdown['router']:7,} "
+          f"{summary.flops_per_token:12,.0f}")
+
+# %% [markdown]
+# Total parameters agree between the calculator and the model. The active expert parameters
+# differ only by the experts' biases (eight active output biases instead of two), and the FLOPs
+# per token only by the router, whose matrix is $d \times E$: 32 experts cost four times the
+# routing of 8. That is the whole price of fine granularity in FLOPs — here a few per cent, in
+# DeepSeek-V3 (256 routed experts of width 2048 on $d = 7168$) well under one per cent of an MoE
+# layer. The real price is elsewhere: more, smaller matmuls, and more token copies to sort and
+# scatter, which the wall time per step below shows.
+#
+# Each layout is trained from two seeds on the same batches for the same number of steps.
+
+# %%
+def train_config(steps, seed=0):
+    return TrainConfig(steps=steps, batch_size=16, lr=1e-2, warmup_steps=min(20, steps // 4),
+                       eval_every=max(steps // 8, 1), eval_batches=8, checkpoint_every=steps, seed=seed)
+
+
+def train_and_watch(model_config, train_config, watch=None):
+    """Trains with the library's step and returns the `Run` (model, records of every step). The
+    run folder is temporary; `watch(run)` is called after every step."""
+    with tempfile.TemporaryDirectory() as folder:
+        run = open_run(model_config, train_config, Path(folder), resume=False)
+        began = time.perf_counter()
+        for _ in range(train_config.steps):
+            run.records.append(train_step(run))
+            if watch is not None:
+                watch(run)
+        run.seconds = time.perf_counter() - began
+    return run
+
+
+def val_curve(run):
+    return zip(*[(r["step"], r["val_loss"]) for r in run.records if "val_loss" in r])
+
+
+layout_runs = {}
+for name, config in LAYOUTS.items():
+    for seed in LAYOUT_SEEDS:
+        layout_runs[name, seed] = train_and_watch(config, train_config(LAYOUT_STEPS, seed))
+    ms = 1e3 * layout_runs[name, seed].seconds / LAYOUT_STEPS
+    print(f"{name:32} {len(LAYOUT_SEEDS)} x {LAYOUT_STEPS} steps, {ms:.0f} ms per step (with evaluations)")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+for i, name in enumerate(LAYOUTS):
+    for seed in LAYOUT_SEEDS:
+        ax.plot(*val_curve(layout_runs[name, seed]), "o-" if seed == LAYOUT_SEEDS[0] else "s--", ms=3,
+                color=f"C{i}", label=f"{name}, seed {seed}")
+ax.set_ylim(top=3.2)
+ax.set_xlabel("training step")
+ax.set_ylabel("validation loss (nats per character)")
+ax.set_title("Equal active compute: coarse, fine-grained, fine-grained + shared")
+ax.legend(fontsize=8)
+plt.show()
+
+print(f"{'layout':32} " + " ".join(f"{'seed ' + str(s):>8}" for s in LAYOUT_SEEDS) + f" {'mean':>8}")
+for name in LAYOUTS:
+    finals = [layout_runs[name, seed].records[-1]["val_loss"] for seed in LAYOUT_SEEDS]
+    print(f"{name:32} " + " ".join(f"{v:8.3f}" for v in finals) + f" {np.mean(finals):8.3f}")
+
+# %% [markdown]
+# Compare the final validation losses seed by seed (each seed starts the three layouts from its
+# own initial weights and feeds them the same batches). In both seeds here, both fine-grained
+# layouts end below the coarse one, at the same FLOPs — this run's evidence, at a tiny scale and
+# for a few hundred steps, for DeepSeekMoE's claim that finer experts learn better at equal
+# compute. Between fine-grained and fine-grained + shared the two seeds disagree: the shared
+# expert's effect is smaller than the seed-to-seed spread here. DeepSeekMoE's ablation studies
+# find that both changes help at their scale; two seeds of a tiny model can support the first
+# and cannot settle the second.
+#
+# ## 4. The DeepSeek-V3 gate
+#
+# DeepSeek-V3 keeps the fine-grained, shared-expert layout (1 shared and 256 routed experts, 8
+# active per token) and changes the gate (§2.1.2, eqs. 13–16):
+#
+# $$s_{i,t} = \sigma(u_t^\top e_i),\qquad
+# g'_{i,t} = \begin{cases} s_{i,t} & s_{i,t} + b_i \in \mathrm{TopK}(\{s_{j,t} + b_j\}_{j},\, K_r)\\ 0 & \text{otherwise,}\end{cases}
+# \qquad g_{i,t} = \frac{g'_{i,t}}{\sum_j g'_{j,t}} .$$
+#
+# - The **affinity** $s_{i,t}$ is a sigmoid, one number per expert in $(0, 1)$, not a softmax: an
+#   expert's score does not go down because another expert's went up. With hundreds of experts a
+#   softmax spreads the mass thin; sigmoid scores stay on a fixed scale.
+# - The **bias** $b_i$ is added for the *choice* only. The gate value is the unbiased $s_{i,t}$,
+#   so the bias can steer tokens toward an underused expert without changing how much any chosen
+#   expert's output counts.
+# - The chosen scores are **normalised** to sum to one (and the released model multiplies them by
+#   a constant `routed_scaling_factor` = 2.5; minimoe's `routed_scaling`, 1 by default).
+#
+# (V3 also limits each token to experts on at most 4 of 8 groups of devices — *group-limited
+# routing*, minimoe's `n_groups` and `topk_groups` — a systems constraint we leave aside here.)
+# The library's router, on four tokens, first with zero bias and then with expert 0's bias raised:
+
+# %%
+mm.manual_seed(0)
+router = DeepSeekV3Router(d_model=d, n_experts=8, k=2)
+x = mm.randn(4, d) * 4.0  # larger inputs, so that the scores spread out
+routing = router(x)
+print("affinities s = sigmoid(x e) (T, E):\n", mm.functional.sigmoid(routing.logits).numpy())
+print("chosen experts (T, k):\n", routing.expert_index, "\ngates (T, k):\n", routing.gates.numpy())
+router.expert_bias.data[0] = 0.5  # make expert 0 attractive
+biased = router(x)
+print("with b_0 = 0.5, chosen experts:\n", biased.expert_index, "\ngates:\n", biased.gates.numpy())
+s = mm.functional.sigmoid(biased.logits).numpy()
+chosen = np.take_along_axis(s, biased.expert_index, axis=1)
+print("gates = unbiased s of the chosen experts, normalised:",
+      np.allclose(biased.gates.numpy(), chosen / chosen.sum(axis=1, keepdims=True)))
+
+# %% [markdown]
+# ## 5. Auxiliary-loss-free balancing
+#
+# Every balancing loss of the earlier lessons works through the gradient: it adds
+# $\alpha \sum_i f_i P_i$ (DeepSeekMoE's expert-level loss, eqs. 12–14, is the Switch loss of
+# lesson 03 with $f$ counted over all $K'$ choices) and the router learns to lower the probability
+# of busy experts. That gradient is mixed with the task's. Too small an $\alpha$ and the load
+# drifts; too large and the router serves the balance more than the task. DeepSeek-V3 (after Wang
+# et al. 2024) balances outside the gradient instead. After each step, with $n_i$ the number of
+# tokens routed to expert $i$ in that step:
+#
+# $$b_i \leftarrow b_i + \gamma\,\mathrm{sign}(\bar n - n_i),\qquad \gamma = 0.001 \text{ in V3 (§4.2)}.$$
+#
+# An overloaded expert's bias falls by $\gamma$, an underloaded one's rises; by the previous
+# section the bias moves the choice only, so the task gradient is untouched. (V3 keeps a
+# complementary sequence-wise loss with a tiny $\alpha = 10^{-4}$, against extreme imbalance within
+# one sequence; we leave it out, to see the bias alone.) In minimoe the trainer calls
+# `model.update_router_biases()` after each optimiser step, and each DeepSeek router applies the
+# rule with its layer's `bias_update_rate`.
+#
+# The experiment: a V3-like layout on the tiny model — 1 shared and 16 routed experts of width 32,
+# top-4, DeepSeek-V3's gate — trained four ways from the same seed on the same batches:
+#
+# | run | balancing |
+# | --- | --- |
+# | none | neither loss nor bias ($\gamma = 0$) |
+# | loss, $\alpha = 0.01$ | DeepSeekMoE / Switch expert-level loss |
+# | bias, $\gamma = 0.001$ | the update rule with V3's speed |
+# | bias, $\gamma = 0.01$ | ten times faster |
+#
+# and all four again from a second seed.
+# V3 trains for hundreds of thousands of steps; our runs have a few hundred, over which
+# $\gamma = 0.001$ can move a bias by at most a few tenths — which is why the faster rate is here
+# too. After every step we record the load of each layer and every router's bias.
+
+# %%
+V3_LIKE = ModelConfig(d_model=32, n_layers=2, n_heads=4, context=32, n_experts=16, top_k=4, expert_hidden=32,
+                      n_shared_experts=1, router="deepseek")
+BALANCING = {
+    "none": dataclasses.replace(V3_LIKE, balance_loss=None, bias_update_rate=0.0),
+    "loss, alpha = 0.01": dataclasses.replace(V3_LIKE, balance_loss="switch", balance_coef=0.01, bias_update_rate=0.0),
+    "bias, gamma = 0.001": dataclasses.replace(V3_LIKE, balance_loss=None, bias_update_rate=0.001),
+    "bias, gamma = 0.01": dataclasses.replace(V3_LIKE, balance_loss=None, bias_update_rate=0.01),
+}
+print(model_summary(V3_LIKE))
+
+def record_biases(trajectory):
+    """A `watch` that appends every router's bias after each step: (layers, E) per step."""
+    return lambda run: trajectory.append(np.stack([layer.router.expert_bias.numpy() for layer in run.model.moe_layers()]))
+
+
+balance_runs, biases = {}, {}
+for seed in BALANCE_SEEDS:
+    for name, config in BALANCING.items():
+        trajectory = []
+        balance_runs[name, seed] = train_and_watch(config, train_config(BALANCE_STEPS, seed), record_biases(trajectory))
+        biases[name, seed] = np.array(trajectory)  # (steps, layers, E)
+    print(f"seed {seed}: four runs of {BALANCE_STEPS} steps, the last in {balance_runs[name, seed].seconds:.1f} s")
+
+# %%
+def max_over_mean(run):
+    """(steps,) the busiest expert's load over the mean load, averaged over the MoE layers."""
+    loads = np.array([[layer["load"] for layer in r["moe"]] for r in run.records if "moe" in r])  # (S, L, E)
+    return (loads.max(axis=2) * loads.shape[2]).mean(axis=1)
+
+
+def smooth(y, width=15):
+    """Moving average along the steps (the batch-to-batch noise hides the trend)."""
+    width = min(width, len(y))
+    return np.convolve(np.pad(y, (width // 2, width - 1 - width // 2), mode="edge"), np.ones(width) / width, "valid")
+
+
+SEED = BALANCE_SEEDS[0]  # the plots show the first seed; the table shows all
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
+for i, name in enumerate(BALANCING):
+    axes[0].plot(smooth(max_over_mean(balance_runs[name, SEED])), color=f"C{i}", label=name)
+    axes[1].plot(*val_curve(balance_runs[name, SEED]), "o-", ms=3, color=f"C{i}", label=name)
+axes[0].axhline(1, color="k", lw=1, ls=":")
+axes[0].set_title(f"Load balance: busiest expert / mean (1 = perfect), seed {SEED}")
+axes[0].set_xlabel("training step")
+axes[1].set_title(f"Validation loss, seed {SEED}")
+axes[1].set_xlabel("training step")
+axes[1].set_ylim(top=3.2)
+axes[0].legend()
+plt.show()
+
+print(f"{'run':20} {'seed':>4} {'max/mean load':>14} {'':>9} {'validation':>10} {'bias spread':>12}")
+print(f"{'':20} {'':>4} {'first 50':>14} {'last 100':>9} {'loss':>10} {'(layer 0)':>12}")
+for name in BALANCING:
+    for seed in BALANCE_SEEDS:
+        run, balance = balance_runs[name, seed], max_over_mean(balance_runs[name, seed])
+        print(f"{name:20} {seed:4} {balance[:50].mean():14.2f} {balance[-100:].mean():9.2f} "
+              f"{run.records[-1]['val_loss']:10.3f} {np.ptp(biases[name, seed][-1, 0]):12.3f}")
+
+# %% [markdown]
+# Read the two plots and the table together. Without any balancing the load stays uneven: the
+# busiest expert keeps well over twice its share. The loss and both bias rates pull it toward the
+# mean. The fast bias gets there first and ends the most even; the bias at the paper's rate
+# needs most of this short run — each step can move a bias by only $\gamma$ — and ends about as
+# even as the loss. All of it without a balancing term in the objective: the bias runs optimise
+# the language-modelling loss alone.
+#
+# The validation losses are the other half of the question. Here the loss-balanced run and the
+# fast bias end close together, the unbalanced run a little higher, and the slow bias highest, in
+# both seeds. One plausible reading of the last: while its biases are still moving, the routing
+# of many tokens keeps changing, so experts train on a shifting set of tokens. Two cautions.
+# The differences are a few hundredths of a nat, the size of the seed-to-seed spread in the table.
+# And Wang et al.'s argument for the bias — that a balancing loss's gradient interferes with the
+# task, more so the stronger it must be — concerns large models trained for very long; a few
+# hundred steps of a tiny model cannot test it. What the run does show is the mechanism working:
+# a rule with no gradient at all balances the load as well as the loss does. (In a dropless layer
+# balance is mostly about hardware — no expert, and no device, waits on the busiest — which
+# matters once experts are spread over devices, lesson 09.)
+#
+# Finally the biases themselves. Each line is one expert of layer 0:
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained", sharey=True)
+for ax, name in zip(axes, ("bias, gamma = 0.001", "bias, gamma = 0.01")):
+    ax.plot(biases[name, SEED][:, 0], lw=1)
+    ax.set_title(f"{name}: the 16 biases of layer 0, seed {SEED}")
+    ax.set_xlabel("training step")
+axes[0].set_ylabel("expert bias b_i")
+plt.show()
+
+for name in ("bias, gamma = 0.001", "bias, gamma = 0.01"):
+    trajectory = biases[name, SEED][:, 0]  # (steps, E)
+    flips = (np.diff(np.sign(np.diff(trajectory, axis=0)), axis=0) != 0).mean()
+    print(f"{name}: final biases {trajectory[-1].round(3)}\n"
+          f"   mean bias {trajectory[-1].mean():+.3f}; steps at which a bias changed direction: {flips:.0%}")
+
+# %% [markdown]
+# With the paper's $\gamma$ the biases move in near-straight lines at the start — every step
+# moves each bias by exactly $\pm\gamma$, so a straight line is an expert that stays over- or
+# under-loaded step after step — and they bend as the experts reach their share. With the faster
+# rate they get there sooner and then jitter: an expert near the mean is overloaded one step and
+# underloaded the next, and its bias zig-zags by $\pm\gamma$ (the printed share of direction
+# changes). With the fast rate the biases also drift upward *together*: when a few experts are
+# busy and many sit a little below the mean, more biases rise than fall at each step. A shift
+# common to all biases changes no choice, so the drift is harmless — only the differences between
+# biases route tokens. That is the trade-off of the sign rule: $\gamma$ sets both how fast the
+# load is corrected and how much the routing is shaken once it is balanced. V3 sets $\gamma = 0$
+# for its last 500B training tokens (§4.2), freezing the biases.
+#
+# ## Check your understanding
+#
+# 1. Segment 8 experts of width 128 with $m = 4$. How many experts, of what width, and what top-$k$
+#    keep the FLOPs of top-2? How many expert combinations does each layout allow?
+# 2. Why is segmenting a trained expert exact? Which of its weights must be shared out, and how?
+# 3. With one shared expert, why does the routed top-$k$ go down by one? What would happen to the
+#    active compute if it did not?
+# 4. In DeepSeek-V3's gate, the bias changes which experts are chosen but not the gate values.
+#    Why does that matter for the gradient of the task loss?
+# 5. With a softmax instead of a sigmoid, what would adding a bias $b_i$ to the logits do to the
+#    gate values? Why would the scale of a useful bias change as $E$ grows?
+# 6. Under the sign rule, an expert is exactly at the mean load. What happens to its bias? And to
+#    an expert that is always slightly overloaded?
+# 7. In a dropless layer, what does load imbalance cost, if not validation loss? What changes once
+#    the experts sit on different devices (lesson 09)?
+#
+# ## Exercises
+#
+# In `exercises/ex07_deepseek.py`: `segment_experts` (section 1, *Fine-grained experts*),
+# `moe_with_shared_experts` (section 2, *Shared experts*), `deepseek_v3_gate` (section 4,
+# *The DeepSeek-V3 gate*) and `update_expert_bias` (section 5, *Auxiliary-loss-free balancing*).
+# Grade them with
+#
+# ```
+# python -m minimoe.grade ex07
+# ```

@@ -1,0 +1,664 @@
+# %% [markdown]
+# # Lesson 09 — Scale and systems: counting, the GPU, expert parallelism, serving
+#
+# An MoE model has two sizes. Its **total** parameters are what memory must hold: every expert of
+# every layer. Its **active** parameters are what one token computes with: the router's top-$k$
+# experts and everything that is not an expert. Mixtral 8x7B holds 46.7 billion parameters and
+# uses 12.9 billion per token; DeepSeek-V3 holds 671 billion and uses 37 billion. Nearly every
+# systems question about MoE comes from that gap: where do all those experts live, how do tokens
+# reach them, and what does it cost to serve a model that is mostly experts that are idle at any
+# moment?
+#
+# This lesson works through those questions with the library and with the tiny model, from paper
+# figures to measured traces.
+#
+# **After this lesson you can**
+# - count parameters, FLOPs per token and memory of a published MoE from its config, and reproduce
+#   the published totals of Mixtral 8x7B and DeepSeek-V3 (`minimoe.calculator`);
+# - run the same model on a GPU through CuPy, or see why it cannot run here;
+# - explain expert parallelism: who sends how many token rows to whom in the all-to-all, measured
+#   over MPI and simulated in one process, against top-$k$ and the capacity factor;
+# - simulate expert offloading with an LRU cache on real routing traces, and compare it with the
+#   optimal (Belady) policy and with a trace whose order is shuffled;
+# - quantise experts to int8 per output channel, and measure memory against validation loss.
+#
+# **Papers.**
+# - Kaplan et al. (2020), *Scaling laws for neural language models*, arXiv 2001.08361, §2.1: FLOPs
+#   per token, $2N$ forward and $6N$ for training.
+# - Jiang et al. (2024), *Mixtral of experts*, arXiv 2401.04088, Table 1 (the architecture) and
+#   §5 (routing locality). DeepSeek-AI (2024), *DeepSeek-V3 technical report*, arXiv 2412.19437,
+#   §2.1 and §4.2 (the architecture and its sizes).
+# - Lepikhin et al. (2020), *GShard*, arXiv 2006.16668, §2–3: experts sharded over devices and
+#   tokens exchanged by all-to-all. Fedus, Zoph & Shazeer (2021), *Switch Transformers*, arXiv
+#   2101.03961, §5: data, model and expert parallelism.
+# - Rajbhandari et al. (2020), *ZeRO*, arXiv 1910.02054, §3.1: 16 bytes per parameter for
+#   mixed-precision Adam.
+# - Eliseev & Mazur (2023), *Fast inference of mixture-of-experts language models with
+#   offloading*, arXiv 2312.17238: an LRU cache of experts in GPU memory, and quantised experts.
+#   Belady (1966), *A study of replacement algorithms for a virtual-storage computer*, IBM Systems
+#   Journal 5(2): the optimal replacement policy.
+# - Dettmers et al. (2022), *LLM.int8()*, arXiv 2208.07339, §3: absmax int8 quantisation with one
+#   scale per row or column ("vector-wise").
+#
+# **Library files used.** `minimoe/calculator.py`, `minimoe/backend.py`, `minimoe/parallel/`
+# (its README explains running on a cluster), `minimoe/train.py`.
+#
+# **Prerequisites.** Lessons 03 (capacity and dispatch), 04 (the tiny MoE Transformer) and 07
+# (DeepSeek-style experts).
+
+# %% tags=["parameters"]
+import os
+
+FAST = os.environ.get("MINIMOE_FAST") == "1"  # CI runs every lesson with MINIMOE_FAST=1: fewer steps, same code
+TRAIN_STEPS = 40 if FAST else 400  # steps of the tiny model whose routing we trace
+TRACE_WINDOWS = 16 if FAST else 64  # contiguous validation windows of 64 characters for the cache
+EVAL_BATCHES = 4 if FAST else 16  # validation batches for the quantisation's quality
+GPU_STEPS = 5 if FAST else 20  # steps per backend in the CuPy timing (only where a GPU exists)
+
+# %%
+# The tiny model's matrices are far too small for BLAS threads to pay off, and on a busy machine
+# the threads cost much more than they give; one thread per process (set before NumPy loads).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import dataclasses
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minimoe as mm
+from minimoe import calculator
+from minimoe.data import eval_batches, load_corpus, split
+from minimoe.models import ModelConfig, Transformer, model_summary
+from minimoe.parallel import simulate_all_to_all
+from minimoe.train import TrainConfig, evaluate, train
+
+plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6.4, 3.6)})
+np.set_printoptions(precision=3, suppress=True)
+print("fast mode" if FAST else "full mode")
+
+# %% [markdown]
+# ## 1. Counting parameters
+#
+# A decoder-only Transformer is a stack of identical blocks plus two tables. Count each piece once
+# and multiply:
+#
+# - the token **embedding**, $V \times d$, and the **LM head**, another $V \times d$ unless it is
+#   tied to the embedding;
+# - per block, the **attention** projections: $W_Q$ and $W_O$ are $d \times n_h d_h$; with
+#   grouped-query attention (Mixtral) $W_K$ and $W_V$ have only $n_{kv}$ heads, $d \times n_{kv} d_h$
+#   each; DeepSeek-V3's multi-head latent attention squeezes queries and keys/values through
+#   low-rank latents instead;
+# - per MoE block, the **router**, $d \times E$, and $E$ **experts**; a SwiGLU expert of hidden
+#   width $h$ has three matrices (gate, up, down): $3 d h$; **shared experts** (DeepSeekMoE) are
+#   experts that every token uses;
+# - the **norms**: $d$ scales each for RMSNorm (two per block and a final one).
+#
+# The **active** count replaces the $E$ routed experts by the $k$ a token uses:
+#
+# $$N_\text{total} = N_\text{rest} + L_\text{MoE}\,E\,N_\text{expert},\qquad
+#   N_\text{active} = N_\text{rest} + L_\text{MoE}\,k\,N_\text{expert}.$$
+#
+# `minimoe.calculator` counts every weight by the name it has in the reference implementations
+# (Hugging Face's Mixtral and DeepSeek-V3 code) from a `TransformerSpec` filled in from each
+# model's published config:
+
+# %%
+PUBLISHED = {"Mixtral 8x7B": (calculator.mixtral_8x7b(), 46.7e9, 12.9e9),
+             "DeepSeek-V3": (calculator.deepseek_v3(), 671e9, 37e9)}
+
+for name, (spec, total, active) in PUBLISHED.items():
+    count = calculator.count_parameters(spec)
+    print(f"{name}: {spec.n_layers} layers, d = {spec.d_model}, {spec.n_routed_experts} routed experts "
+          f"(top-{spec.top_k}) of width {spec.expert_hidden}, {spec.n_shared_experts} shared, attention {spec.attention}")
+    print(f"  {'component':16} {'total':>18} {'active':>18}")
+    for part, value in count.breakdown.items():
+        if value:
+            print(f"  {part:16} {value:18,} {count.active_breakdown[part]:18,}")
+    print(f"  {'sum':16} {count.total:18,} {count.active:18,}\n")
+
+print(f"{'model':14} {'total (B)':>10} {'published':>10} {'error':>7}   {'active (B)':>10} {'published':>10} "
+      f"{'error':>7}   {'routed experts: share of total':>30}")
+for name, (spec, total, active) in PUBLISHED.items():
+    count = calculator.count_parameters(spec)
+    print(f"{name:14} {count.total / 1e9:10.2f} {total / 1e9:10.1f} {count.total / total - 1:7.2%}   "
+          f"{count.active / 1e9:10.2f} {active / 1e9:10.1f} {count.active / active - 1:7.2%}   "
+          f"{count.breakdown['routed_experts'] / count.total:30.1%}")
+
+# %% [markdown]
+# Both totals land on the published figures, to within the rounding of a figure quoted to three
+# significant digits. DeepSeek-V3's active count includes the input embedding; without it, it
+# would be 0.9 billion lower, and the published "37B" does not say which it means (both round to
+# it). The breakdowns tell the real story: in both models nearly all the parameters are routed
+# experts (the last column), and a token uses only a quarter of Mixtral's experts and 8 of
+# DeepSeek-V3's 256.
+#
+# The same calculator describes our tiny model, and here we can check it against the truth: the
+# number of parameters the engine actually allocates.
+
+# %%
+TINY = ModelConfig(d_model=64, n_layers=2, n_heads=4, context=64, n_experts=8, top_k=2, expert_hidden=128)
+mm.manual_seed(0)
+allocated = Transformer(TINY).num_parameters()
+counted = calculator.count_parameters(TINY.transformer_spec())
+print(f"tiny model: the engine allocates {allocated:,} parameters; the calculator counts {counted.total:,} "
+      f"({counted.active:,} active)")
+assert allocated == counted.total
+
+groups = {"routed experts": ("routed_experts",), "shared experts + dense FFN": ("shared_experts", "dense_ffn"),
+          "attention": ("attention",), "embedding + head": ("embedding", "head", "positions"),
+          "router + norms": ("router", "norms")}
+fig, axes = plt.subplots(1, 2, figsize=(11, 2.6), layout="constrained")
+for ax, (name, (spec, _, _)) in zip(axes, PUBLISHED.items()):
+    count = calculator.count_parameters(spec)
+    left = np.zeros(2)
+    for i, (group, parts) in enumerate(groups.items()):
+        sizes = np.array([sum(table[part] for part in parts)
+                          for table in (count.breakdown, count.active_breakdown)]) / 1e9  # (total, active)
+        ax.barh([1, 0], sizes, left=left, color=f"C{i}", label=group)
+        left += sizes
+    ax.set_yticks([1, 0], ["total", "active"])
+    ax.set_xlabel("billions of parameters")
+    ax.set_title(f"{name}: where the parameters are")
+axes[1].legend(fontsize=8, loc="lower right")
+plt.show()
+
+# %% [markdown]
+# ## 2. Counting FLOPs
+#
+# A weight matrix with $m$ entries costs one multiply-add per entry for each token that goes
+# through it, and a multiply-add is 2 FLOPs, so the forward pass costs about $2N$ FLOPs per token
+# for $N$ **matrix** parameters (Kaplan et al. 2020, §2.1). Three details:
+#
+# - for an MoE, $N$ is the **active** count: only $k$ experts run;
+# - the embedding is a table lookup, not a matrix product, so it costs nothing; the LM head is a
+#   $d \times V$ product and counts;
+# - attention adds, per block and token, $2 \cdot T \cdot n_h (d_{qk} + d_v)$ for the scores and
+#   the weighted sum over $T$ positions, the only term that grows with the sequence length.
+#
+# The backward pass costs about twice the forward, so training costs about $6N$ per token.
+
+# %%
+print(f"{'model':14} {'seq len':>8} {'forward GFLOPs/token':>21} {'2 x active (B)':>15} {'training GFLOPs/token':>22}")
+for name, (spec, _, _) in PUBLISHED.items():
+    active = calculator.count_parameters(spec).active
+    for seq_len in (1024, 4096, 32768):
+        forward = calculator.flops_per_token(spec, seq_len)
+        print(f"{name:14} {seq_len:8,} {forward / 1e9:21.1f} {2 * active / 1e9:15.1f} "
+              f"{calculator.training_flops_per_token(spec, seq_len) / 1e9:22.1f}")
+
+mixtral = PUBLISHED["Mixtral 8x7B"][0]
+dense_twin = dataclasses.replace(mixtral, n_routed_experts=0, top_k=0, expert_hidden=0, dense_hidden=8 * 14336)
+print(f"\nA dense model as large as Mixtral (one FFN of width 8 x 14336): "
+      f"{calculator.count_parameters(dense_twin).total / 1e9:.1f} B parameters and "
+      f"{calculator.flops_per_token(dense_twin, 4096) / 1e9:.1f} GFLOPs per token at 4096 tokens, against "
+      f"Mixtral's {calculator.flops_per_token(mixtral, 4096) / 1e9:.1f}.")
+
+# %% [markdown]
+# At the same number of parameters, the MoE computes a fraction of what a dense model would:
+# that is the whole point of sparsity. What it does *not* save is memory.
+#
+# ## 3. Memory
+#
+# Every expert must sit somewhere a token could reach it, so memory follows the **total** count.
+# Serving needs the weights (2 bytes each in bf16, 1 in int8, half a byte in 4-bit formats) plus
+# the KV cache and activations (left out here). Training with Adam in mixed precision holds, per
+# parameter, bf16 weights and gradients (2 + 2 bytes), an fp32 master copy (4) and Adam's two fp32
+# moments (4 + 4): 16 bytes (ZeRO, §3.1), before any activation.
+
+# %%
+GPU_BYTES = 80e9  # one 80 GB accelerator
+print(f"{'model':14} {'what':32} {'GB':>10} {'80 GB GPUs':>11}")
+for name, (spec, _, _) in PUBLISHED.items():
+    rows = [("serving, bf16 weights", calculator.memory_bytes(spec, 2)),
+            ("serving, int8 weights", calculator.memory_bytes(spec, 1)),
+            ("serving, 4-bit weights", calculator.memory_bytes(spec, 0.5)),
+            ("training, bf16 + fp32 Adam", calculator.memory_bytes(spec, 2, training=True, master_weights=True))]
+    for what, estimate in rows:
+        print(f"{name:14} {what:32} {estimate.total / 1e9:10,.0f} {int(np.ceil(estimate.total / GPU_BYTES)):11}")
+
+# %% [markdown]
+# In bf16 Mixtral needs two 80 GB GPUs for its weights alone; in int8 it fits on one, with what
+# is left for the KV cache. DeepSeek-V3 needs a whole node of GPUs even in 4-bit, and training
+# either model needs many more, for the model state before a single activation. Two answers
+# follow, and the rest of the lesson
+# takes them in turn: spread the experts over many devices (**expert parallelism**, section 5),
+# or keep most of them in slower memory and bring in the ones the tokens need (**offloading**,
+# section 6), helped by making each expert smaller (**quantisation**, section 7). First, the one
+# accelerator a learner may have.
+#
+# ## 4. The GPU through CuPy
+#
+# minimoe computes with whatever array module the arrays belong to. `mm.use("cupy")` makes new
+# tensors CuPy arrays on the GPU, and every op then runs there; `train(..., backend_name="cupy")`
+# or `python -m minimoe.train --backend cupy` do the same for a run. Whether CuPy can be used
+# here is one call, which never raises:
+
+# %%
+GPU_OK, why = mm.backend.cupy_status()
+print("CuPy usable:", GPU_OK, "--", why)
+
+# %%
+MEDIUM = ModelConfig(d_model=256, n_layers=4, n_heads=4, context=128, n_experts=8, top_k=2, expert_hidden=512)
+
+
+def tokens_per_second(backend_name):
+    """Median training throughput of MEDIUM over GPU_STEPS steps (the first two are warm-up)."""
+    config = TrainConfig(steps=GPU_STEPS + 2, batch_size=16, eval_every=10_000, eval_batches=1,
+                         checkpoint_every=10_000, sample_length=1)
+    with tempfile.TemporaryDirectory() as run:
+        result = train(MEDIUM, config, run, backend_name=backend_name, progress=False, verbose=False, plots=False)
+    mm.use("numpy")
+    return float(np.median([r["tokens_per_s"] for r in result["records"][3:]]))
+
+
+if GPU_OK:
+    speeds = {name: tokens_per_second(name) for name in ("numpy", "cupy")}
+    print(f"{model_summary(MEDIUM)}")
+    for name, speed in speeds.items():
+        print(f"{name:6} {speed:10,.0f} tokens per second")
+    print(f"the GPU is {speeds['cupy'] / speeds['numpy']:.1f} x faster on this model")
+else:
+    print("No usable GPU here, so the timing is skipped. On a machine with an NVIDIA GPU, install the CuPy\n"
+          "build for its CUDA (for example `pip install cupy-cuda12x`) and rerun this cell: it trains the\n"
+          f"same {MEDIUM.d_model}-wide model for {GPU_STEPS} steps on NumPy and on CuPy and prints both throughputs.")
+
+# %% [markdown]
+# What changes on a GPU is only where arrays live. The rule that keeps that safe is that nothing
+# may copy a device array to the host behind your back: CuPy refuses `np.asarray(gpu_array)`, and
+# the engine only leaves the device through the explicit `backend.to_numpy`. The library's
+# **strict** backend follows the same rules on the CPU, which is how the GPU path is tested where
+# there is no GPU. It runs here:
+
+# %%
+mm.use("strict")
+mm.manual_seed(0)
+strict_model = Transformer(TINY)
+logits = strict_model(np.zeros((1, 8), dtype=np.int64))  # (1, 8, V) on the stand-in "device"
+print("logits live in a", type(logits.data).__name__)
+try:
+    np.asarray(logits.data)
+except TypeError as err:
+    print("np.asarray on a device array:", err)
+print("the explicit copy works:", mm.backend.to_numpy(logits.data).shape)
+mm.use("numpy")
+
+# %% [markdown]
+# ## 5. Expert parallelism
+#
+# When the experts do not fit on one device, give each of $R$ devices ("ranks") $E/R$ of them,
+# and let every rank keep its own share of the tokens and a copy of everything else (attention,
+# router). GShard (§2–3) and Switch (§5) call this expert parallelism. An MoE layer then runs as:
+#
+# 1. every rank routes its own tokens;
+# 2. **dispatch all-to-all**: rank $s$ sends rank $q$ the rows of its tokens whose experts live on
+#    $q$ — $n_{s \to q}$ rows of $d$ numbers;
+# 3. every rank runs its experts on the rows it received;
+# 4. **combine all-to-all**: the results go back the same way, and each rank sums its tokens'
+#    $k$ weighted outputs.
+#
+# The backward pass repeats both exchanges in reverse with the gradients. Per MoE layer and step,
+# the bytes that cross between ranks are
+#
+# $$\text{bytes} = \underbrace{2}_{\text{dispatch, combine}} \times \underbrace{2}_{\text{forward, backward}}
+#   \times \sum_{s \ne q} n_{s \to q} \times d \times \text{bytes per value},$$
+#
+# and $\sum_q n_{s \to q}$ is rank $s$'s number of kept token–expert assignments: about $k$ times
+# its tokens, fewer when the capacity factor drops some. The slowest rank sets the pace, so the
+# balance of $\sum_s n_{s \to q}$ over the receiving ranks matters as much as the total.
+#
+# `minimoe.parallel` implements this over MPI: the all-to-all is an autograd op whose backward is
+# the reverse all-to-all, and the capacity is that of the *global* batch, so the layer gives the
+# same outputs and gradients as one process. Its `--check` runs both and compares them. If MPI is
+# installed (`pip install mpi4py mpich` puts `mpiexec` next to the Python executable), we run it on
+# two processes:
+
+# %%
+mpiexec = Path(sys.executable).parent / "mpiexec"
+if mpiexec.exists() and importlib.util.find_spec("mpi4py") is not None:
+    command = [str(mpiexec), "-n", "2", sys.executable, "-m", "minimoe.parallel", "--check"]
+    print("$", " ".join(["mpiexec", "-n", "2", "python", "-m", "minimoe.parallel", "--check"]))
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # two ranks on few cores: no extra threads
+    print(done.stdout + done.stderr)
+    print(f"exit status {done.returncode} after {time.perf_counter() - began:.1f} s")
+else:
+    print(f"MPI is not available here ({mpiexec} or mpi4py missing): `pip install mpi4py mpich` to run the real\n"
+          "all-to-all. The simulation below computes the same counts in this process.")
+
+# %% [markdown]
+# Each line of the first table is a router and capacity setting; the differences from the
+# single-process layer are at float32 rounding, and "=sim" says the counts measured over MPI are
+# the ones `simulate_all_to_all` computes in one process. That function runs the parallel layer's
+# own planning code on each rank's shard of a routing decision, with the two collectives it needs
+# replaced by sums, so we can study the traffic of **real routing** without MPI.
+#
+# For that we train the tiny model of lesson 08 (two MoE layers, 8 experts, top-2) briefly; it
+# serves the rest of the lesson too.
+
+# %%
+train_text, val_text = split(load_corpus())
+with tempfile.TemporaryDirectory() as run:
+    began = time.perf_counter()
+    result = train(TINY, TrainConfig(steps=TRAIN_STEPS, batch_size=16, lr=3e-3, warmup_steps=min(20, TRAIN_STEPS // 4),
+                                     eval_every=TRAIN_STEPS, eval_batches=4, log_every=10,
+                                     checkpoint_every=TRAIN_STEPS, sample_length=1),
+                   run, progress=False, verbose=False, plots=False)
+model = result["model"].eval()
+print(f"tiny model: validation loss {result['val_losses'][0][1]:.3f} -> {result['final_val_loss']:.3f} "
+      f"after {TRAIN_STEPS} steps ({time.perf_counter() - began:.0f} s)")
+
+# %% [markdown]
+# To vary $k$, we ask the same trained router of the first MoE layer for its top-$k$ experts with
+# $k = 1, 2, 4, 8$ on one batch of 1024 tokens, spread over $R = 4$ ranks (2 experts each). Bytes
+# are given at Mixtral's width ($d = 4096$, bf16) rather than the tiny model's, to make them
+# concrete.
+
+# %%
+R, WIDTH, BYTES_PER_VALUE = 4, 4096, 2
+batch = eval_batches(val_text.ids, val_text.domains, batch_size=16, context=TINY.context, n_batches=1)[0][0]  # (16, 64)
+
+
+def first_layer_routes(model, x, k):
+    """The first MoE layer's expert_index (N, k) when its trained router keeps its top-k experts."""
+    router = model.moe_layers()[0].router
+    trained_k, router.k = router.k, k
+    try:
+        with mm.no_grad():
+            model(x)
+    finally:
+        router.k = trained_k
+    return model.routing_reports()[0].expert_index.reshape(-1, k)
+
+
+simulations = {(k, cf): simulate_all_to_all(first_layer_routes(model, batch, k), R, TINY.n_experts,
+                                            capacity_factor=cf, d_model=WIDTH, bytes_per_value=BYTES_PER_VALUE)
+               for k in (1, 2, 4, 8) for cf in (1.0, 1.25, 2.0, None)}
+
+print(f"{'top-k':>5} {'capacity factor':>16} {'dropped':>8} {'rows across':>12} {'MB per step':>12} "
+      f"{'busiest rank / mean':>20}")
+for (k, cf), sim in simulations.items():
+    received = sim.send_counts.sum(axis=0)  # (R,) rows each rank's experts process
+    print(f"{k:5} {cf if cf else 'dropless':>16} {sim.n_dropped / (k * batch.size):8.1%} {int(sim.rows_out.sum()):12,} "
+          f"{sim.bytes_per_step / 1e6:12.1f} {received.max() / received.mean():20.2f}")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+sim = simulations[2, None]
+image = axes[0].imshow(sim.send_counts, cmap="Blues", vmin=0)
+for s in range(R):
+    for q in range(R):
+        axes[0].text(q, s, sim.send_counts[s, q], ha="center", va="center", fontsize=9,
+                     fontweight="bold" if s == q else "normal")
+axes[0].set_xticks(range(R))
+axes[0].set_yticks(range(R))
+axes[0].set_xlabel("receiving rank q")
+axes[0].set_ylabel("sending rank s")
+axes[0].set_title("rows sent, top-2 dropless (bold: the diagonal stays home)", fontsize=10)
+fig.colorbar(image, ax=axes[0], shrink=0.8)
+for cf, marker in ((1.0, "o"), (1.25, "s"), (2.0, "^"), (None, "x")):
+    ks = [1, 2, 4, 8]
+    axes[1].plot(ks, [simulations[k, cf].bytes_per_step / 1e6 for k in ks], marker=marker, label=f"cf {cf or 'dropless'}")
+axes[1].set_xscale("log", base=2)
+axes[1].set_xticks([1, 2, 4, 8], [1, 2, 4, 8])
+axes[1].set_xlabel("top-k")
+axes[1].set_ylabel("MB between ranks per step")
+axes[1].set_title(f"one MoE layer, {batch.size} tokens, d = {WIDTH}, bf16", fontsize=10)
+axes[1].legend(fontsize=8)
+axes[1].grid(alpha=0.3)
+plt.show()
+
+# %% [markdown]
+# The traffic grows in proportion to $k$: every extra expert per token is one more row sent and
+# received, twice, forward and backward. With $R$ ranks, a fraction of about $(R-1)/R$ of the rows
+# leave their rank (the off-diagonal of the matrix), so adding ranks hardly reduces it. A capacity
+# factor caps each expert's rows and so drops traffic (and tokens) when the router is unbalanced;
+# at factor 2 little is dropped. The last column is the balance that sets the speed: the
+# busiest rank's experts process more rows than the mean, and everyone waits for it. That is what
+# the balancing losses of lessons 03 and 07, and DeepSeek's device-limited routing, are for;
+# note how much worse the balance is at top-1 than at top-2.
+#
+# ## 6. Serving: expert offloading and caching
+#
+# One accelerator, a model whose experts do not fit: keep the experts in host memory and copy in
+# the ones a token needs. Generating text runs one token at a time, so each MoE layer needs, per
+# token, its $k$ experts — and if the last few tokens used the same ones, they may still be on
+# the device. Eliseev & Mazur keep an **LRU cache** of experts per layer in GPU memory: on a miss,
+# copy the expert in and evict the one used least recently. How well that works depends on the
+# routing's temporal locality, which Mixtral's §5 observed: consecutive tokens often go to the same
+# experts.
+#
+# We measure it on routing traces of the tiny model: contiguous validation text, each character's
+# two experts in each layer, in reading order (a causal model routes a character the same whether
+# it is generated or read, given the same context). The policies, for a cache of $C$ experts per
+# layer:
+#
+# - **LRU**: evict the least recently used;
+# - **LFU**: evict the least frequently used so far (ties: least recently);
+# - **Belady**: evict the expert whose next use is farthest in the future — optimal, but it needs
+#   to know the future, so it is the bound no online policy can beat;
+# - **LRU on a shuffled trace**: the same requests in random order, which keeps how often each
+#   expert is used and destroys the locality. The gap to plain LRU is what locality is worth.
+#
+# A cache is a sequential process — each decision depends on the ones before — so this cell loops
+# over tokens.
+
+# %%
+stream = val_text.ids[:TRACE_WINDOWS * TINY.context].reshape(TRACE_WINDOWS, TINY.context)  # contiguous text
+with mm.no_grad():
+    model(stream)
+trace = np.stack([report.expert_index.reshape(-1, TINY.top_k) for report in model.routing_reports()])  # (L, N, k)
+E = TINY.n_experts
+print(f"trace: {trace.shape[1]:,} characters x {trace.shape[0]} layers x top-{trace.shape[2]}")
+
+
+def next_uses(requests):
+    """(N, E): the index of the next token after t that needs expert e (N if none)."""
+    n = len(requests)
+    result = np.full((n, E), n)
+    for e in range(E):
+        used_at = np.flatnonzero((requests == e).any(axis=1))  # tokens that need e
+        after = np.searchsorted(used_at, np.arange(n), side="right")  # first use strictly after t
+        result[:, e] = np.append(used_at, n)[after]
+    return result
+
+
+def hit_rate(requests, capacity, policy):
+    """Fraction of the expert requests (N, k) of one layer served from a cache of `capacity` experts."""
+    future = next_uses(requests) if policy == "belady" else None
+    cache, hits = set(), 0
+    last_used, uses = np.zeros(E), np.zeros(E)
+    for t, needed in enumerate(requests.tolist()):
+        needed = set(needed)
+        hits += len(needed & cache)
+        for expert in needed - cache:
+            if len(cache) >= capacity:  # evict one that this token does not need
+                candidates = cache - needed
+                if policy == "lru":
+                    victim = min(candidates, key=lambda e: last_used[e])
+                elif policy == "lfu":
+                    victim = min(candidates, key=lambda e: (uses[e], last_used[e]))
+                else:  # belady: the one needed again last
+                    victim = max(candidates, key=lambda e: future[t, e])
+                cache.remove(victim)
+            cache.add(expert)
+        for expert in needed:
+            last_used[expert], uses[expert] = t, uses[expert] + 1
+    return hits / requests.size
+
+
+sizes = list(range(TINY.top_k, E + 1))
+shuffled_trace = trace[:, np.random.default_rng(0).permutation(trace.shape[1])]
+curves = {}
+for name, policy, source in (("LRU", "lru", trace), ("LFU", "lfu", trace), ("Belady (optimal)", "belady", trace),
+                             ("LRU, shuffled trace", "lru", shuffled_trace)):
+    curves[name] = np.array([[hit_rate(source[layer], c, policy) for c in sizes] for layer in range(trace.shape[0])])
+
+fig, axes = plt.subplots(1, trace.shape[0], figsize=(11, 3.6), sharey=True, layout="constrained")
+for layer, ax in enumerate(axes):
+    for (name, curve), style in zip(curves.items(), ("o-", "s-", "^--", "x:")):
+        ax.plot(sizes, curve[layer], style, label=name)
+    ax.plot(sizes, np.array(sizes) / E, color="0.6", lw=1, label="C / E (no locality, uniform use)")
+    ax.set_xlabel("cache size C (experts per layer)")
+    ax.set_title(f"layer {layer}")
+    ax.grid(alpha=0.3)
+axes[0].set_ylabel("hit rate")
+axes[0].legend(fontsize=8)
+plt.show()
+
+print(f"{'cache size':>10} " + " ".join(f"{name:>22}" for name in curves))
+for i, c in enumerate(sizes):
+    print(f"{c:10} " + " ".join(f"{curve[:, i].mean():22.1%}" for curve in curves.values()))
+print("(hit rates averaged over the two layers)")
+
+# %% [markdown]
+# Read the curves from the left: with room for only $k = 2$ experts per layer, every token that
+# changes experts costs a copy. LRU on the real trace beats LRU on the same requests shuffled —
+# the routing has temporal locality — and Belady shows how much better any policy could do with
+# knowledge of the future, which is what Eliseev & Mazur's *speculative* loading tries to
+# approximate by guessing the next layer's experts early. LRU and LFU come out close on these
+# traces; which one is ahead depends on the cache size and the layer.
+#
+# What do the misses cost? A miss copies one expert over the host–device link. Take Mixtral's
+# experts (from the calculator) and a PCIe link of about 25 GB/s, and suppose its routing had the
+# LRU hit rates of our tiny model:
+
+# %%
+expert_bytes = calculator.ffn_params(mixtral, mixtral.expert_hidden) * 2  # one bf16 SwiGLU expert
+LINK, HBM = 25e9, 2e12  # bytes per second: host to device (PCIe 4.0 x16), and the GPU's own memory
+lru = curves["LRU"].mean(axis=0)
+active_bytes = calculator.count_parameters(mixtral).active * 2
+print(f"one Mixtral expert: {expert_bytes / 1e6:.0f} MB in bf16, {expert_bytes / LINK * 1e3:.1f} ms over the link")
+print(f"for comparison, one token at batch size one reads its {active_bytes / 1e9:.1f} GB of active weights from "
+      f"GPU memory in about {active_bytes / HBM * 1e3:.0f} ms")
+print(f"{'cache (experts/layer)':>22} {'GPU memory for experts':>23} {'misses per token':>17} {'copy time per token':>20}")
+for i, c in enumerate(sizes):
+    misses = (1 - lru[i]) * mixtral.top_k * mixtral.n_layers
+    print(f"{c:22} {c * mixtral.n_layers * expert_bytes / 1e9:20.1f} GB {misses:17.1f} {misses * expert_bytes / LINK:18.2f} s")
+
+# %% [markdown]
+# Even a good hit rate leaves copy times far above the time the GPU needs for a token, which is
+# why offloading systems also shrink the experts — the next section — and overlap the copies with
+# computation.
+#
+# ## 7. Serving: quantised experts
+#
+# Store each expert weight as an 8-bit integer and a scale instead of a 16- or 32-bit float. The
+# symmetric **absmax** scheme maps the largest magnitude of a group of weights to 127. With one
+# scale per **output channel** (a column of $W$ in $y = xW$, as LLM.int8()'s vector-wise
+# quantisation), one unusually large weight only coarsens its own column:
+#
+# $$s_j = \frac{\max_i |W_{ij}|}{2^{b-1} - 1},\qquad
+#   Q_{ij} = \mathrm{round}\!\left(\frac{W_{ij}}{s_j}\right) \in \{-(2^{b-1}-1), \dots, 2^{b-1}-1\},
+#   \qquad \hat W_{ij} = s_j\, Q_{ij}.$$
+#
+# With $b = 8$ the integers fit in `int8`. At serving time the kernel multiplies by the integers and
+# rescales; here we simply put $\hat W$ back into the model (weight-only quantisation, simulated)
+# and measure the validation loss. Memory counts $b$ bits per weight plus one float32 scale per
+# column; fewer bits than 8 would need packing, which we count but do not implement. One scale
+# for a whole expert matrix ("per tensor") is the comparison.
+
+# %%
+def quantise(weights, bits, per_channel=True):
+    """Symmetric absmax quantisation of stacked expert weights (E, d_in, d_out): (int8 codes, scales)."""
+    top = 2 ** (bits - 1) - 1  # 127 for 8 bits
+    axes = 1 if per_channel else (1, 2)  # one scale per output column, or per matrix
+    scale = np.abs(weights).max(axis=axes, keepdims=True) / top  # (E, 1, d_out) or (E, 1, 1)
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    codes = np.clip(np.round(weights / scale), -top, top).astype(np.int8)
+    return codes, scale
+
+
+def expert_weights(model):
+    return [w for layer in model.moe_layers() for w in (layer.experts.w_in, layer.experts.w_out)]
+
+
+quality_batches = eval_batches(val_text.ids, val_text.domains, batch_size=16, context=TINY.context,
+                               n_batches=EVAL_BATCHES)
+originals = [w.data.copy() for w in expert_weights(model)]
+n_weights = sum(w.size for w in originals)
+float_loss = evaluate(model, quality_batches)
+
+codes, scale = quantise(originals[0], 8)
+print(f"first expert matrix {originals[0].shape}: {originals[0].nbytes:,} bytes as float32 -> "
+      f"{codes.nbytes:,} bytes of {codes.dtype} + {scale.nbytes:,} bytes of scales; "
+      f"largest error {np.abs(codes * scale - originals[0]).max():.2e} (weights up to {np.abs(originals[0]).max():.2f})")
+
+rows = []
+for bits, per_channel in ((8, True), (6, True), (4, True), (3, True), (2, True), (8, False), (4, False)):
+    n_scales = 0
+    for weight, original in zip(expert_weights(model), originals):
+        codes, scale = quantise(original, bits, per_channel)
+        weight.data = codes * scale  # the dequantised weights, float32 again
+        n_scales += scale.size
+    rows.append((bits, per_channel, (n_weights * bits / 8 + 4 * n_scales) / 1e3, evaluate(model, quality_batches)))
+for weight, original in zip(expert_weights(model), originals):
+    weight.data = original  # the float model back
+
+print(f"\n{'experts stored as':26} {'memory (KB)':>12} {'validation loss':>16} {'change':>9}")
+print(f"{'float32':26} {n_weights * 4 / 1e3:12.1f} {float_loss:16.4f} {'':>9}")
+for bits, per_channel, kb, loss in rows:
+    label = f"int{bits}, {'per channel' if per_channel else 'per tensor'}"
+    print(f"{label:26} {kb:12.1f} {loss:16.4f} {loss - float_loss:+9.5f}")
+
+fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+ax.plot(n_weights * 4 / 1e3, 0, "k*", ms=12, label="float32")
+for per_channel, marker, offset in ((True, "o-", (4, 6)), (False, "s--", (4, -12))):
+    chosen = [r for r in rows if r[1] == per_channel]
+    ax.plot([r[2] for r in chosen], [r[3] - float_loss for r in chosen], marker,
+            label="per channel" if per_channel else "per tensor")
+    for bits, _, kb, loss in chosen:
+        ax.annotate(f"int{bits}", (kb, loss - float_loss), textcoords="offset points", xytext=offset, fontsize=8)
+ax.set_yscale("symlog", linthresh=1e-4)
+ax.set_xlabel("memory of the experts (KB)")
+ax.set_ylabel("validation loss - float32 loss (nats)")
+ax.set_title("Quantised experts: memory against quality")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# Per-channel int8 cuts the experts' memory to about a quarter of float32 (half of bf16) and
+# changes the validation loss only in the last digits printed. The loss stays close down to a
+# few bits and then breaks. Per-tensor scales cost a little more at 4 bits: one large weight sets
+# the step for its whole matrix. The difference is small here because the tiny model's expert
+# columns have similar ranges; it grows with their spread (question 7). Experts tolerate this well, and since they are nearly all of an MoE's
+# memory, quantising them is most of the saving: Eliseev & Mazur serve Mixtral with experts of
+# 2–3 bits, and QMoE (Frantar & Alistarh 2023, arXiv 2310.16795) compresses a 1.6-trillion
+# parameter Switch model below one bit per parameter. A tiny model trained for minutes is not a
+# proof for a large one; the measurement — loss on held-out data against bytes — is the one to
+# make there too.
+#
+# ## Check your understanding
+#
+# 1. Mixtral's experts have 14 336 hidden units. How many parameters does one expert hold? Which
+#    terms of the total change, and by how much, if the LM head is tied to the embedding?
+# 2. Why does an MoE need the total count for memory but only the active count for FLOPs? In
+#    which situation does even the FLOP advantage disappear (think of a batch so large that every
+#    expert is used, or of batch size one on a memory-bound GPU)?
+# 3. Where in DeepSeek-V3's breakdown do the shared experts and the first three dense layers
+#    appear, and what share of the *active* parameters do they take?
+# 4. With $R$ ranks and uniform routing, what fraction of the dispatched rows leave their rank?
+#    Why does doubling $k$ double the all-to-all bytes, but doubling $R$ does not halve them?
+# 5. Why must expert parallelism compute the capacity from the global batch (an Allreduce and an
+#    Exscan of the counts) to match a single process exactly?
+# 6. Belady's policy needs the future. Why is it still useful to compute? What would a
+#    "speculative" loader need to predict to approach it?
+# 7. A weight matrix has one column whose largest entry is 100 times the others. Compare the
+#    rounding error of per-tensor and per-channel int8 on the *other* columns.
+#
+# ## Exercises
+#
+# In `exercises/ex09_scale.py`: `moe_param_count` (section 1: Mixtral's exact totals),
+# `moe_flops_per_token` (section 2) and `all_to_all_send_counts` (section 5: the row of the send
+# matrix that one rank computes). Grade them with
+#
+# ```
+# python -m minimoe.grade ex09
+# ```
