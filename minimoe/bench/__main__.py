@@ -69,7 +69,28 @@ def moe_cases(peer, quick):
         peer and _torch_layer(peer, peer[1].DenseFFN(128, 1024)))
 
 
-GROUPS = {"engine": engine_cases, "moe": moe_cases}
+def _torch_model(peer, **kwargs):
+    torch, p = peer
+    model = p.TinyTransformer(96, 128, 4, 4, 128, **kwargs)
+    ids, targets = torch.randint(0, 96, (16, 128)), torch.randint(0, 96, (16, 128))
+    return p.train_step_fn(model, (ids, targets), lambda m, ids, targets: m(ids, targets))
+
+
+def train_cases(peer, quick):
+    from ..train import PRESETS
+
+    yield "reference workload: MoE train step (PERFORMANCE.md)", W.model_step(W.reference_model_config()), (
+        peer and _torch_model(peer))
+    yield "reference workload: dense twin train step (hidden 1024)", W.model_step(W.reference_model_config(dense=True)), (
+        peer and _torch_model(peer, dense_hidden=1024))
+    laptop = PRESETS["laptop"][0]
+    yield "laptop preset: MoE train step (8 experts of 256, top-2)", W.model_step(laptop), (
+        peer and _torch_model(peer, expert_hidden=laptop.expert_hidden))
+    yield "laptop preset: dense twin train step", W.model_step(laptop.dense_twin()), (
+        peer and _torch_model(peer, dense_hidden=laptop.dense_twin().dense_hidden))
+
+
+GROUPS = {"engine": engine_cases, "moe": moe_cases, "train": train_cases}
 
 
 def main(argv=None):
@@ -91,7 +112,7 @@ def main(argv=None):
     header = f"{'case':<62} {'minimoe ms':>11} {'torch ms':>9} {'ratio':>6}"
     print(header + "\n" + "-" * len(header))
     for group in groups:
-        cases = GROUPS[group](peer, args.quick) if group == "moe" else GROUPS[group](peer)
+        cases = GROUPS[group](peer) if group == "engine" else GROUPS[group](peer, args.quick)
         for name, ours, theirs in cases:
             ours_ms = median_ms(ours, reps)
             theirs_ms = median_ms(theirs, reps) if theirs else None
