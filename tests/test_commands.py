@@ -1,0 +1,14 @@
+"""Every command of the project answers --help (COURSE.md, "The commands the project answers to")."""
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["train", "sample", "grade", "bench", "env", "parallel", "data.make_corpus"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_answers_help(command):
+    done = subprocess.run([sys.executable, "-m", f"minimoe.{command}", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "usage" in done.stdout.lower()
