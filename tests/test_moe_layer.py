@@ -285,3 +285,23 @@ def test_deepseek_top1_skips_normalisation_so_the_router_learns():
 def test_routers_that_fix_k_ignore_top_k():
     cfg = MoEConfig(d_model=4, n_experts=1, expert_hidden=5, router="switch")
     assert cfg.k == 1
+
+
+def test_segmented_config_keeps_expert_parameters_and_active_compute():
+    """DeepSeekMoE's fine-grained segmentation: 8 experts of 64, top-2 -> 32 of 16, top-8; and with
+    2 shared: 30 routed of 16, top-6, plus 2 shared of 16. Expert weights and active width stay put."""
+    coarse = MoEConfig(d_model=8, n_experts=8, top_k=2, expert_hidden=64)
+    fine = coarse.segmented(4)
+    assert (fine.n_experts, fine.top_k, fine.expert_hidden) == (32, 8, 16)
+    shared = coarse.segmented(4, n_shared=2)
+    assert (shared.n_experts, shared.top_k, shared.n_shared_experts) == (30, 6, 2)
+
+    def expert_weights(cfg):
+        layer = MoE(cfg)
+        return sum(p.size for name, p in layer.named_parameters() if name.startswith(("experts.w_", "shared.w_")))
+
+    assert expert_weights(coarse) == expert_weights(fine) == expert_weights(shared)  # the same matrices, cut finer
+    for cfg in (coarse, fine, shared):
+        assert (cfg.top_k + cfg.n_shared_experts) * cfg.expert_hidden == 128  # active hidden width per token
+    with pytest.raises(ValueError, match="segments"):
+        coarse.segmented(3)

@@ -1,7 +1,7 @@
 """The MoE layer's configuration: one frozen dataclass, checked when it is made."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 ROUTERS = ("dense", "topk", "topk_then_softmax", "noisy_topk", "switch", "gshard", "expert_choice", "hash", "soft", "deepseek")
 BALANCE_LOSSES = ("switch", "importance_load", "deepseek_sequence", None)
@@ -53,6 +53,18 @@ class MoEConfig:
     def k(self) -> int:
         """Experts per token as the router uses them."""
         return {"dense": self.n_experts, "switch": 1, "gshard": 2, "hash": 1}.get(self.router, self.top_k)
+
+    def segmented(self, m: int, n_shared: int = 0) -> MoEConfig:
+        """Fine-grained expert segmentation (DeepSeekMoE, Dai et al. 2024, §3.1): each expert split
+        into m experts of 1/m the hidden width, m times as many chosen per token, so parameters and
+        FLOPs stay the same while the number of possible expert combinations grows. With
+        `n_shared`, that many of the chosen experts become always-on shared ones (§3.2)."""
+        if m < 1 or self.expert_hidden % m:
+            raise ValueError(f"cannot split experts of hidden {self.expert_hidden} into {m} equal segments")
+        if not 0 <= n_shared < self.top_k * m:
+            raise ValueError(f"n_shared must leave at least one routed expert per token (top_k * m = {self.top_k * m})")
+        return replace(self, n_experts=self.n_experts * m - n_shared, expert_hidden=self.expert_hidden // m,
+                       top_k=self.top_k * m - n_shared, n_shared_experts=self.n_shared_experts + n_shared)
 
     def to_dict(self) -> dict:
         return asdict(self)

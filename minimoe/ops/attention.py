@@ -15,6 +15,9 @@ class Attention(Function):
         if not (q.shape == k.shape == v.shape) or q.ndim != 4:
             raise ValueError(f"attention: q, k, v must share one shape (B, H, T, Dh), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
         self.scale = 1.0 / math.sqrt(q.shape[-1])
+        # Heads usually arrive as a transposed view; batched matmul on strided views is several
+        # times slower than on contiguous copies, so copy once here.
+        q, k, v = (xp.ascontiguousarray(a) for a in (q, k, v))
         scores = (q @ xp.swapaxes(k, -1, -2)) * self.scale  # (B, H, T, T)
         if causal:
             t = q.shape[-2]
@@ -28,6 +31,7 @@ class Attention(Function):
 
     def backward(self, g):
         xp, p = self.xp, self.p
+        g = xp.ascontiguousarray(g)
         dv = xp.swapaxes(p, -1, -2) @ g
         dp = g @ xp.swapaxes(self.v, -1, -2)
         ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
