@@ -193,6 +193,7 @@ class Run:
     val_batches: list
     records: list[dict]
     step: int = 0  # optimiser steps done
+    seconds: float = 0.0  # time spent in train_step (set by train_in_memory)
 
     @cached_property
     def summary(self) -> ModelSummary:
@@ -243,6 +244,26 @@ def open_run(model_config, train_config, out_dir: Path, resume: bool) -> Run:
         # A run that stopped after its last checkpoint logged steps it will now redo: drop them.
         run.records = [r for r in read_metrics(out_dir) if r["step"] <= run.step]
     _write_metrics(out_dir / METRICS, run.records)
+    return run
+
+
+def train_in_memory(model_config: ModelConfig, train_config: TrainConfig, setup=None, after_step=None) -> Run:
+    """Trains for `train_config.steps` with no run folder to keep: what lessons and experiments
+    call to compare configurations. `setup(run)` may change the run before the first step (swap a
+    layer, say); `after_step(run)` is called after each step (to record a router's bias, say).
+    Returns the `Run`, with a record of every step and `seconds`, the time spent training."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        run = open_run(model_config, train_config, Path(folder), resume=False)
+        if setup is not None:
+            setup(run)
+        began = time.perf_counter()
+        for _ in range(train_config.steps):
+            run.records.append(train_step(run))
+            if after_step is not None:
+                after_step(run)
+        run.seconds = time.perf_counter() - began
     return run
 
 

@@ -203,3 +203,15 @@ def test_evaluate_leaves_the_model_in_its_mode():
     model.train()
     evaluate(model, batches)
     assert model.training
+
+
+def test_train_in_memory_runs_the_steps_and_calls_the_hooks():
+    from minimoe.train import PRESETS, train_in_memory
+
+    model_config, train_config = PRESETS["ci"]
+    seen = []
+    run = train_in_memory(model_config, dataclasses.replace(train_config, steps=3), setup=lambda r: seen.append("setup"),
+                          after_step=lambda r: seen.append(r.step))
+    assert seen == ["setup", 1, 2, 3]
+    assert [r["step"] for r in run.records][-3:] == [1, 2, 3]
+    assert run.seconds > 0

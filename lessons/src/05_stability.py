@@ -30,7 +30,7 @@
 #
 # **Library files used.** `minimoe/moe/losses.py` (`z_loss`), `minimoe/moe/layer.py` (the
 # report's `max_logit`, expert dropout), `minimoe/moe/routers/base.py` (the router's logits and
-# its small initialisation), `minimoe/train.py` (`open_run`, `train_step`).
+# its small initialisation), `minimoe/train.py` (`train_in_memory`).
 #
 # **Prerequisites.** Lessons 02 and 03 (top-$k$ routing and the Switch balancing loss) and 04
 # (the tiny MoE Transformer).
@@ -50,9 +50,6 @@ DROPOUT_SEEDS = (0,) if FAST else (0, 1)  # each expert-dropout comparison is re
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import dataclasses
-import tempfile
-import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -61,7 +58,7 @@ import minimoe as mm
 from minimoe.data import BatchSampler, load_corpus, split
 from minimoe.models import ModelConfig, model_summary
 from minimoe.moe import losses
-from minimoe.train import TrainConfig, open_run, train_step
+from minimoe.train import TrainConfig, train_in_memory
 
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6.4, 3.6), "axes.grid": True, "grid.alpha": 0.3})
 np.set_printoptions(precision=4, suppress=True)
@@ -228,23 +225,9 @@ def watch_router_logits(model):
         router.logits = logits
 
 
-def train_and_watch(model_config, train_config, setup=None):
-    """Trains with the library's step and returns the `Run` (model, records of every step). The
-    run folder is temporary; `setup(run)` may change the run before the first step."""
-    with tempfile.TemporaryDirectory() as folder:
-        run = open_run(model_config, train_config, Path(folder), resume=False)
-        if setup is not None:
-            setup(run)
-        began = time.perf_counter()
-        for _ in range(train_config.steps):
-            run.records.append(train_step(run))
-        run.seconds = time.perf_counter() - began
-    return run
-
-
 z_runs = {}
 for coef in (0.0, 1e-3):
-    z_runs[coef] = train_and_watch(dataclasses.replace(TINY, z_loss_coef=coef), train_config(Z_STEPS),
+    z_runs[coef] = train_in_memory(dataclasses.replace(TINY, z_loss_coef=coef), train_config(Z_STEPS),
                                    setup=lambda run: watch_router_logits(run.model))
     print(f"c_z = {coef:g}: {Z_STEPS} steps in {z_runs[coef].seconds:.0f} s, "
           f"validation loss {z_runs[coef].records[-1]['val_loss']:.3f}")
@@ -494,7 +477,7 @@ for regime, steps, setup in (("small data", SMALL_DATA_STEPS, small_training_set
                              ("full data", FULL_DATA_STEPS, None)):
     for seed in DROPOUT_SEEDS:
         for rate in (0.0, 0.4):
-            run = train_and_watch(dataclasses.replace(TINY, expert_dropout=rate), train_config(steps, seed), setup)
+            run = train_in_memory(dataclasses.replace(TINY, expert_dropout=rate), train_config(steps, seed), setup)
             dropout_runs[regime, seed, rate] = run
         print(f"{regime}, seed {seed}: two runs of {steps} steps in {run.seconds:.0f} s each")
 

@@ -34,7 +34,7 @@
 #
 # **Library files used.** `minimoe/moe/routers/expert_choice.py`, `minimoe/moe/routers/hash.py`,
 # `minimoe/moe/soft_moe.py`, `minimoe/moe/layer.py` (the three forward paths and the routing
-# report), `minimoe/train.py` (`open_run`, `train_step`, `evaluate`).
+# report), `minimoe/train.py` (`train_in_memory`, `evaluate`).
 #
 # **Prerequisites.** Lessons 02 and 03 (top-$k$ routing, capacity, the balancing loss) and 04
 # (the tiny MoE Transformer).
@@ -52,9 +52,6 @@ CAUSAL_BATCHES = 1 if FAST else 2  # validation batches for the prefix-only ("ca
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import dataclasses
-import tempfile
-import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -65,7 +62,7 @@ from minimoe.models import ModelConfig, model_summary
 from minimoe.moe import MoE, MoEConfig, expert_capacity
 from minimoe.moe.routers import HashRouter
 from minimoe.optim import AdamW
-from minimoe.train import TrainConfig, evaluate, open_run, train_step
+from minimoe.train import TrainConfig, evaluate, train_in_memory
 
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6.4, 3.6), "axes.grid": True, "grid.alpha": 0.3})
 np.set_printoptions(precision=3, suppress=True)
@@ -238,23 +235,9 @@ def soft_moe_layers(run):
     run.optimizer = AdamW(run.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
 
 
-def train_and_watch(model_config, train_config, setup=None):
-    """Trains with the library's step and returns the `Run` (model, records of every step). The
-    run folder is temporary; `setup(run)` may change the run before the first step."""
-    with tempfile.TemporaryDirectory() as folder:
-        run = open_run(model_config, train_config, Path(folder), resume=False)
-        if setup is not None:
-            setup(run)
-        began = time.perf_counter()
-        for _ in range(train_config.steps):
-            run.records.append(train_step(run))
-        run.seconds = time.perf_counter() - began
-    return run
-
-
 runs = {}
 for name, config in VARIANTS.items():
-    runs[name] = train_and_watch(config, TRAIN, soft_moe_layers if config.router == "soft" else None)
+    runs[name] = train_in_memory(config, TRAIN, soft_moe_layers if config.router == "soft" else None)
     print(f"{name:14} {TRAIN_STEPS} steps in {runs[name].seconds:5.1f} s, "
           f"validation loss {runs[name].records[-1]['val_loss']:.3f}")
 

@@ -35,7 +35,7 @@
 # **Library files used.** `minimoe/moe/routers/deepseek.py` (the gate and `update_bias`),
 # `minimoe/moe/losses.py` (`aux_free_bias_update`), `minimoe/moe/layer.py` (shared experts),
 # `minimoe/calculator.py` (`count_parameters`), `minimoe/models/transformer.py`
-# (`model_summary`, `update_router_biases`), `minimoe/train.py` (`open_run`, `train_step`).
+# (`model_summary`, `update_router_biases`), `minimoe/train.py` (`train_in_memory`).
 #
 # **Prerequisites.** Lessons 02 and 03 (top-$k$ routing and the balancing loss), 04 (the tiny MoE
 # Transformer) and 06 (load statistics).
@@ -56,9 +56,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import dataclasses
 import math
-import tempfile
-import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -68,7 +65,7 @@ from minimoe.calculator import count_parameters
 from minimoe.models import ModelConfig, Transformer, model_summary
 from minimoe.moe import Experts, MoE, MoEConfig
 from minimoe.moe.routers import DeepSeekV3Router
-from minimoe.train import TrainConfig, open_run, train_step
+from minimoe.train import TrainConfig, train_in_memory
 
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6.4, 3.6), "axes.grid": True, "grid.alpha": 0.3})
 np.set_printoptions(precision=3, suppress=True)
@@ -204,20 +201,6 @@ def train_config(steps, seed=0):
                        eval_every=max(steps // 8, 1), eval_batches=8, checkpoint_every=steps, seed=seed)
 
 
-def train_and_watch(model_config, train_config, watch=None):
-    """Trains with the library's step and returns the `Run` (model, records of every step). The
-    run folder is temporary; `watch(run)` is called after every step."""
-    with tempfile.TemporaryDirectory() as folder:
-        run = open_run(model_config, train_config, Path(folder), resume=False)
-        began = time.perf_counter()
-        for _ in range(train_config.steps):
-            run.records.append(train_step(run))
-            if watch is not None:
-                watch(run)
-        run.seconds = time.perf_counter() - began
-    return run
-
-
 def val_curve(run):
     return zip(*[(r["step"], r["val_loss"]) for r in run.records if "val_loss" in r])
 
@@ -225,7 +208,7 @@ def val_curve(run):
 layout_runs = {}
 for name, config in LAYOUTS.items():
     for seed in LAYOUT_SEEDS:
-        layout_runs[name, seed] = train_and_watch(config, train_config(LAYOUT_STEPS, seed))
+        layout_runs[name, seed] = train_in_memory(config, train_config(LAYOUT_STEPS, seed))
     ms = 1e3 * layout_runs[name, seed].seconds / LAYOUT_STEPS
     print(f"{name:32} {len(LAYOUT_SEEDS)} x {LAYOUT_STEPS} steps, {ms:.0f} ms per step (with evaluations)")
 
@@ -349,7 +332,8 @@ balance_runs, biases = {}, {}
 for seed in BALANCE_SEEDS:
     for name, config in BALANCING.items():
         trajectory = []
-        balance_runs[name, seed] = train_and_watch(config, train_config(BALANCE_STEPS, seed), record_biases(trajectory))
+        balance_runs[name, seed] = train_in_memory(config, train_config(BALANCE_STEPS, seed),
+                                                        after_step=record_biases(trajectory))
         biases[name, seed] = np.array(trajectory)  # (steps, layers, E)
     print(f"seed {seed}: four runs of {BALANCE_STEPS} steps, the last in {balance_runs[name, seed].seconds:.1f} s")
 
