@@ -186,13 +186,21 @@ class Tensor:
             raise ValueError(f"backward() got a gradient of shape {tuple(grad.shape)} for a tensor of shape {self.shape}")
 
         grads = {id(self): grad}
+        kept = set()  # ids of the arrays already stored as some leaf's .grad
         for node in reversed(_topological_order(self)):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             fn = node._ctx
             if fn is None:  # a leaf: keep the gradient
-                node.grad = g if node.grad is None else node.grad + g
+                if node.grad is not None:
+                    g = node.grad + g
+                elif g.base is not None or id(g) in kept or g is grad:
+                    # A view (a broadcast, read-only) or an array another leaf or the caller also
+                    # holds (x + y hands both the same one): give this leaf its own, writable copy.
+                    g = g.copy()
+                node.grad = g
+                kept.add(id(g))
                 continue
             if fn.inputs == ():
                 raise RuntimeError(

@@ -184,3 +184,14 @@ def test_numpy_gives_a_snapshot_and_tensor_copies_its_input(backend_name):
     x.data += 1  # an in-place update, as the optimisers do
     np.testing.assert_array_equal(snapshot, [1.0, 2.0])
     np.testing.assert_array_equal(source, [1.0, 2.0])
+
+
+def test_leaf_gradients_are_their_own_writable_arrays():
+    """x + y hands both inputs the same gradient array, and sum's backward is a broadcast view:
+    each leaf still gets an array of its own that it may scale in place."""
+    x = mm.tensor(np.ones(3), requires_grad=True)
+    y = mm.tensor(np.ones(3), requires_grad=True)
+    (x + y).sum().backward()
+    x.grad *= 2
+    np.testing.assert_array_equal(mm.backend.to_numpy(x.grad), [2, 2, 2])
+    np.testing.assert_array_equal(mm.backend.to_numpy(y.grad), [1, 1, 1])
