@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from . import workloads as W
-from .timing import median_ms
+from .timing import paired_median_ms
 
 
 def torch_peer():
@@ -114,8 +114,7 @@ def main(argv=None):
     for group in groups:
         cases = GROUPS[group](peer) if group == "engine" else GROUPS[group](peer, args.quick)
         for name, ours, theirs in cases:
-            ours_ms = median_ms(ours, reps)
-            theirs_ms = median_ms(theirs, reps) if theirs else None
+            ours_ms, theirs_ms = paired_median_ms(ours, theirs, reps)
             ratio = ours_ms / theirs_ms if theirs_ms else None
             rows.append({"group": group, "case": name, "minimoe_ms": ours_ms, "torch_ms": theirs_ms, "ratio": ratio})
             print(f"{name:<62} {ours_ms:>11.1f} {theirs_ms or float('nan'):>9.1f} {ratio or float('nan'):>6.2f}", flush=True)

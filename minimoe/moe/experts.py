@@ -11,6 +11,7 @@ import numpy as np
 
 from ..nn import Module, Parameter
 from ..ops.pointwise import gelu_forward, gelu_grad, silu_grad, stable_sigmoid
+from ..ops.row_blocks import map_row_blocks
 from ..tensor import Function
 
 ACTIVATIONS = ("gelu", "swiglu")
@@ -43,10 +44,9 @@ class GroupedFFN(Function):
             if v is not None:
                 xp.matmul(x[start:stop], self.w_gate[e], out=v[start:stop])
         if activation == "gelu":
-            a, self.t = gelu_forward(xp, u)
+            a, self.t = map_row_blocks(lambda u: gelu_forward(xp, u), u)
         else:  # swiglu: silu(v) * u
-            self.s = stable_sigmoid(xp, v)
-            a = v * self.s * u
+            a, self.s = map_row_blocks(lambda u, v: _swiglu_forward(xp, u, v), u, v)
         self.keep_mask = keep_mask
         if keep_mask is not None:
             a = a * keep_mask
@@ -70,11 +70,9 @@ class GroupedFFN(Function):
         if self.keep_mask is not None:
             da *= self.keep_mask
         if self.activation == "gelu":
-            du = da * gelu_grad(u, self.t)
+            du = map_row_blocks(lambda da, u, t: da * gelu_grad(u, t), da, u, self.t)
         else:
-            s = self.s
-            du = da * v * s
-            dv = da * u * silu_grad(v, s)
+            du, dv = map_row_blocks(_swiglu_backward, da, u, v, self.s)
             g_gate = xp.zeros_like(self.w_gate)
         dx = xp.empty_like(x)
         for e, start, stop in self.blocks:
@@ -87,6 +85,17 @@ class GroupedFFN(Function):
         if self.activation == "gelu":
             return dx, grads["w_in"], g_b_in, grads["w_out"], g_b_out
         return dx, grads["w_in"], g_b_in, grads["w_out"], g_b_out, g_gate
+
+
+def _swiglu_forward(xp, u, v):
+    """(silu(v) * u, sigmoid(v))."""
+    s = stable_sigmoid(xp, v)
+    return v * s * u, s
+
+
+def _swiglu_backward(da, u, v, s):
+    """Gradients of silu(v) * u with respect to u and v."""
+    return da * v * s, da * u * silu_grad(v, s)
 
 
 class Experts(Module):

@@ -3,6 +3,7 @@ tanh) instead of recomputing it: fewer passes over memory, which is what NumPy's
 import math
 
 from ..tensor import Function
+from .row_blocks import map_row_blocks
 
 
 class Exp(Function):
@@ -101,12 +102,13 @@ def gelu_grad(x, t):
 
 class Gelu(Function):
     def forward(self, x):
-        y, self.t = gelu_forward(self.xp, x)
+        xp = self.xp
+        y, self.t = map_row_blocks(lambda rows: gelu_forward(xp, rows), x)
         self.x = x
         return y
 
     def backward(self, g):
-        return (g * gelu_grad(self.x, self.t),)
+        return (map_row_blocks(lambda g, x, t: g * gelu_grad(x, t), g, self.x, self.t),)
 
 
 def silu_grad(x, s):
