@@ -4,8 +4,9 @@ NumPy runs each element-wise operation as its own pass over memory, on one core.
 is about ten such passes: over an 8 MB activation that is ten trips to main memory. Running the
 whole chain on one block of rows at a time keeps the block in the CPU's cache from one operation
 to the next, and since NumPy releases the GIL inside its loops, several blocks can run at once on
-a small thread pool. On a 2-core machine GELU's forward and backward run about 3.5x faster this
-way (measured by the benchmark), with the same numbers: each row is computed exactly as before.
+a small thread pool. On a 2-core machine GELU's forward and backward over a (4096, 512) float32
+activation took 4.5 ms this way against 16.8 ms in one pass each, with the same numbers: each row
+is computed exactly as before.
 
 Only NumPy arrays of some size take this path; CuPy (one kernel per operation on the GPU already)
 and small arrays get one plain call.
