@@ -8,7 +8,7 @@
 from . import backend, functional
 from .backend import use
 from .gradcheck import GradcheckResult, assert_gradcheck, gradcheck
-from .random import manual_seed, randn
+from .rng import manual_seed, randn
 from .tensor import Function, Tensor, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ One file holds everything a run needs to continue exactly where it stopped:
     optim/<name>    the optimiser's buffers (AdamW's m and v, its step count)
     step            optimiser steps done (0-d int64)
     config          JSON of {"model": ModelConfig, "train": TrainConfig} (0-d unicode array)
-    state           JSON of the random states: batch sampler, minimoe.random (0-d unicode array)
+    state           JSON of the random states: batch sampler, minimoe.rng (0-d unicode array)
     format          the layout's version (0-d int64)
 
 Saving writes a temporary file beside the target and renames it over the target (`os.replace`

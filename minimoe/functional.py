@@ -9,7 +9,7 @@ from .ops.normalize import CrossEntropy, Dropout, LayerNorm, LogSoftmax, LogSumE
 from .ops.pointwise import Exp, Gelu, Log, NormalCdf, Relu, Sigmoid, Silu, Softplus, Sqrt, Tanh
 from .ops.reduce import mean
 from .ops.shape import concatenate, split, stack
-from .random import device_rng
+from .rng import device_rng
 from .tensor import Tensor, tensor
 
 __all__ = [

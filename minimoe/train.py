@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import backend
 from . import functional as F
-from . import random as minimoe_random
+from . import rng as minimoe_rng
 from .checkpoint import Checkpoint, check_config, load_checkpoint, save_checkpoint
 from .data import BatchSampler, CharTokenizer, eval_batches, load_corpus, split
 from .models import ModelConfig, ModelSummary, Transformer, generate, model_summary
@@ -137,8 +137,8 @@ def _write_metrics(path: Path, records: list[dict]) -> None:
 # ---- random state, for bit-for-bit resuming ---------------------------------------------------
 
 def _random_state(sampler: BatchSampler) -> dict:
-    state = {"sampler": sampler.state(), "host": minimoe_random.host_rng().bit_generator.state}
-    device = minimoe_random.device_rng(backend.module())
+    state = {"sampler": sampler.state(), "host": minimoe_rng.host_rng().bit_generator.state}
+    device = minimoe_rng.device_rng(backend.module())
     if hasattr(device, "bit_generator"):  # NumPy's generator; CuPy's cannot be saved as JSON
         state["device"] = device.bit_generator.state
     return state
@@ -146,8 +146,8 @@ def _random_state(sampler: BatchSampler) -> dict:
 
 def _restore_random_state(state: dict, sampler: BatchSampler) -> None:
     sampler.set_state(state["sampler"])
-    minimoe_random.host_rng().bit_generator.state = state["host"]
-    device = minimoe_random.device_rng(backend.module())
+    minimoe_rng.host_rng().bit_generator.state = state["host"]
+    device = minimoe_rng.device_rng(backend.module())
     if "device" in state and hasattr(device, "bit_generator"):
         device.bit_generator.state = state["device"]
 
@@ -226,7 +226,7 @@ def open_run(model_config, train_config, out_dir: Path, resume: bool) -> Run:
     """Builds the model, optimiser and data of a new run, or restores them from its checkpoint."""
     checkpoint = load_checkpoint(out_dir / CHECKPOINT) if resume else None
     mc, tc = _configs(checkpoint, model_config, train_config)
-    minimoe_random.manual_seed(tc.seed)
+    minimoe_rng.manual_seed(tc.seed)
     model = Transformer(mc)
     optimizer = AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     train_text, val_text = split(load_corpus())

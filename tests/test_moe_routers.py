@@ -17,7 +17,7 @@ from minimoe.moe.routers import (
     SwitchRouter,
     TopKRouter,
 )
-from minimoe.random import device_rng
+from minimoe.rng import device_rng
 
 
 def f64(array):

@@ -14,7 +14,7 @@ import numpy as np
 from .. import functional as F
 from ..backend import to_numpy
 from ..nn import Module
-from ..random import device_rng
+from ..rng import device_rng
 from ..tensor import Tensor
 from . import losses
 from .config import MoEConfig

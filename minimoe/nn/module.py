@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..random import host_rng
+from ..rng import host_rng
 from ..tensor import Tensor
 
 

@@ -1,6 +1,6 @@
 """GShard top-2 gating with random second-expert dispatch (Lepikhin et al. 2020, §2.2, Alg. 1)."""
 from ... import functional as F
-from ...random import device_rng
+from ...rng import device_rng
 from .base import Router, Routing
 
 

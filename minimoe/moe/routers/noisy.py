@@ -1,7 +1,7 @@
 """Noisy top-k gating (Shazeer et al. 2017, §2.1 and App. A)."""
 from ... import functional as F
 from ...nn import Parameter
-from ...random import device_rng
+from ...rng import device_rng
 from ...tensor import Tensor
 from .base import Router, Routing
 

@@ -60,7 +60,7 @@ class SwitchRouter(TopKRouter):
 
     def forward(self, x, token_ids=None):
         if self.training and self.jitter:
-            from ...random import device_rng
+            from ...rng import device_rng
 
             noise = device_rng(x.xp).uniform(1 - self.jitter, 1 + self.jitter, size=x.shape).astype(x.dtype)
             x = x * noise
