@@ -5,7 +5,7 @@
     loss = mm.functional.softmax(x).max()
     loss.backward(); x.grad
 """
-from . import backend, functional
+from . import backend, functional, nn, optim
 from .backend import use
 from .gradcheck import GradcheckResult, assert_gradcheck, gradcheck
 from .rng import manual_seed, randn
@@ -15,7 +15,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckResult", "Tensor", "assert_gradcheck", "backend", "functional",
-    "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "randn", "tensor", "use",
+    "gradcheck", "is_grad_enabled", "manual_seed", "nn", "no_grad", "optim", "randn", "tensor", "use",
 ]
-
-from . import nn, optim  # noqa: E402  (they build on the engine imported above)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import strict_device
+
 KNOWN_BACKENDS = ("numpy", "cupy", "strict")
 CUPY_INSTALL_HINT = (
     "install the CuPy build for your CUDA version, e.g. `pip install cupy-cuda12x` "
@@ -63,9 +65,7 @@ def module(name: str | None = None):
     if name == "numpy":
         return np
     if name == "strict":
-        from .strict_device import xp as strict_xp
-
-        return strict_xp
+        return strict_device.xp
     ok, reason = cupy_status()
     if not ok:
         raise RuntimeError(f"the 'cupy' backend is not usable here: {reason}")
@@ -91,9 +91,7 @@ def name_of(array) -> str:
     kind = type(array)
     if kind.__module__.startswith("cupy"):
         return "cupy"
-    from .strict_device import StrictDeviceArray
-
-    if isinstance(array, StrictDeviceArray):
+    if isinstance(array, strict_device.StrictDeviceArray):
         return "strict"
     raise TypeError(f"expected a NumPy, CuPy or strict-device array, got {kind.__name__}")
 

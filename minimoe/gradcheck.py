@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import to_numpy
 from .tensor import Tensor, no_grad, tensor
 
 
@@ -51,7 +52,7 @@ def gradcheck(fn, inputs, eps: float = 1e-6, tol: float = 1e-6, floor: float = 1
     for i, x in enumerate(xs):
         if not isinstance(x, Tensor) or not x.requires_grad:
             continue
-        analytic = np.zeros(x.shape) if x.grad is None else np.asarray(_host(x.grad))
+        analytic = np.zeros(x.shape) if x.grad is None else to_numpy(x.grad)
         values = x.data
         for index in np.ndindex(*x.shape):
             original = float(values[index])
@@ -81,8 +82,3 @@ def _is_float(x) -> bool:
     dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
     return np.dtype(dtype).kind == "f"
 
-
-def _host(array):
-    from .backend import to_numpy
-
-    return to_numpy(array)

@@ -89,7 +89,7 @@ def _as_tensors(op: str, inputs) -> tuple[Tensor, ...]:
             if backend.name_of(x) != first.backend:
                 raise TypeError(
                     f"{op} got a {backend.name_of(x)} array beside a {first.backend} tensor; "
-                    f"make it a tensor on {first.backend!r} first (minimoe.tensor(..., backend=...))"
+                    f"make it a tensor on {first.backend!r} first (minimoe.tensor(..., backend_name=...))"
                 )
             out.append(Tensor(x))
     return tuple(out)
@@ -164,9 +164,7 @@ class Tensor:
         return Tensor(backend.asarray(self.data, backend=name), requires_grad=self.requires_grad)
 
     def astype(self, dtype) -> Tensor:
-        from .ops.shape import Cast
-
-        return Cast.apply(self, dtype=np.dtype(dtype))
+        return ops.shape.Cast.apply(self, dtype=np.dtype(dtype))
 
     # ---- autograd ----------------------------------------------------------------------------
     def backward(self, grad=None, retain_graph: bool = False) -> None:

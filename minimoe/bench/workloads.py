@@ -5,6 +5,7 @@ Sizes follow ../shared/PERFORMANCE.md's reference workload where it gives them.
 import numpy as np
 
 from .. import functional as F
+from ..models import ModelConfig, Transformer
 from ..moe import MoE, MoEConfig
 from ..nn import MLP, LayerNorm, Linear, Module
 from ..optim import AdamW
@@ -67,8 +68,6 @@ def block_step(batch=16, seq=128, d=128, n_heads=4, hidden=512):
 def reference_model_config(dense=False, **changes):
     """The reference workload of PERFORMANCE.md: 4 layers, d 128, 4 heads, context 128, 8 experts
     top-2 of hidden 512, Switch loss 0.01, dropless; dense twin: one FFN of hidden 1024."""
-    from ..models import ModelConfig
-
     fields = dict(vocab_size=96, d_model=128, n_layers=4, n_heads=4, context=128, positions="learned",
                   tie_weights=False, n_experts=8, top_k=2, expert_hidden=512, router="topk",
                   balance_loss="switch", balance_coef=0.01, capacity_factor=None, dense=dense)
@@ -77,8 +76,6 @@ def reference_model_config(dense=False, **changes):
 
 
 def model_step(config, batch=16):
-    from ..models import Transformer
-
     model = Transformer(config)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, config.vocab_size, (batch, config.context))

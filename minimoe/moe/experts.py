@@ -59,13 +59,13 @@ class GroupedFFN(Function):
 
     def backward(self, g):
         xp, x, u, v, a = self.xp, self.x, self.u, self.v, self.a
-        grads = {name: xp.zeros_like(w) for name, w in (("w_in", self.w_in), ("w_out", self.w_out))}
-        g_b_in = xp.zeros((self.w_in.shape[0], self.w_in.shape[2]), dtype=g.dtype)
-        g_b_out = xp.zeros((self.w_out.shape[0], self.w_out.shape[2]), dtype=g.dtype)
+        g_w_in, g_w_out = xp.zeros_like(self.w_in), xp.zeros_like(self.w_out)  # empty experts keep 0
+        g_b_in = xp.zeros(self.w_in.shape[::2], dtype=g.dtype)  # (E, h)
+        g_b_out = xp.zeros(self.w_out.shape[::2], dtype=g.dtype)  # (E, d)
         da = xp.empty_like(a)
         for e, start, stop in self.blocks:
             g_b_out[e] = g[start:stop].sum(axis=0)
-            xp.matmul(a[start:stop].T, g[start:stop], out=grads["w_out"][e])
+            xp.matmul(a[start:stop].T, g[start:stop], out=g_w_out[e])
             xp.matmul(g[start:stop], self.w_out[e].T, out=da[start:stop])
         if self.keep_mask is not None:
             da *= self.keep_mask
@@ -76,15 +76,14 @@ class GroupedFFN(Function):
             g_gate = xp.zeros_like(self.w_gate)
         dx = xp.empty_like(x)
         for e, start, stop in self.blocks:
-            xp.matmul(x[start:stop].T, du[start:stop], out=grads["w_in"][e])
+            xp.matmul(x[start:stop].T, du[start:stop], out=g_w_in[e])
             xp.matmul(du[start:stop], self.w_in[e].T, out=dx[start:stop])
             g_b_in[e] = du[start:stop].sum(axis=0)
             if self.activation == "swiglu":
                 xp.matmul(x[start:stop].T, dv[start:stop], out=g_gate[e])
                 dx[start:stop] += dv[start:stop] @ self.w_gate[e].T
-        if self.activation == "gelu":
-            return dx, grads["w_in"], g_b_in, grads["w_out"], g_b_out
-        return dx, grads["w_in"], g_b_in, grads["w_out"], g_b_out, g_gate
+        grads = (dx, g_w_in, g_b_in, g_w_out, g_b_out)
+        return grads if self.activation == "gelu" else grads + (g_gate,)
 
 
 def _swiglu_forward(xp, u, v):

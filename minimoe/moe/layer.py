@@ -15,13 +15,13 @@ from .. import functional as F
 from ..backend import to_numpy
 from ..nn import Module
 from ..rng import device_rng
-from ..tensor import Tensor
+from ..tensor import Tensor, no_grad
 from . import losses
 from .config import MoEConfig
 from .dispatch import expert_capacity, plan_dispatch
 from .experts import Experts
 from .report import RoutingReport
-from .routers import ExpertChoiceRouting, HashRouter, NoisyTopKRouter, make_router
+from .routers import ExpertChoiceRouting, NoisyTopKRouter, make_router
 from .soft_moe import SoftMoE
 
 
@@ -54,8 +54,7 @@ class MoE(Module):
         elif cfg.router == "expert_choice":
             y = self._expert_choice(flat, seq_shape)
         else:
-            routing = self.router(flat, token_ids=token_ids) if isinstance(self.router, HashRouter) else self.router(flat)
-            y = self._token_choice(flat, routing, seq_shape)
+            y = self._token_choice(flat, self.router(flat, token_ids=token_ids), seq_shape)
         if cfg.n_shared_experts:
             y = y + self.shared(flat, [flat.shape[0]], self._dropout_mask(flat.shape[0], self.shared.hidden, x))
         return y.reshape(x.shape)
@@ -110,11 +109,11 @@ class MoE(Module):
         xp = flat.xp
         taken = xp.zeros((n, e), dtype=flat.dtype)
         taken[r.token_index, xp.arange(e)[:, None]] = r.gates.data  # (N, E) gate of each expert that took the token
-        best = xp.where(taken.max(axis=1) > 0, taken.argmax(axis=1), -1)[:, None]  # (N, 1)
-        untouched = float(to_numpy((taken.max(axis=1) == 0).mean()))
-        found = self._losses_common(r.logits)
-        self._last_counts = np.full(e, c)
-        self._record(r.probs, r.logits, best.reshape(seq_shape + (1,)), np.full(e, c), untouched, found)
+        taken_by_any = taken.max(axis=1) > 0  # (N,)
+        best = xp.where(taken_by_any, taken.argmax(axis=1), -1)  # (N,) the expert with the largest gate
+        self._last_counts = np.full(e, c)  # every expert is exactly full
+        self._record(r.probs, r.logits, best.reshape(seq_shape + (1,)), self._last_counts,
+                     float(to_numpy(1 - taken_by_any.mean())), self._losses_common(r.logits))
         return y
 
     def _soft(self, x3):
@@ -164,6 +163,8 @@ class MoE(Module):
         self.aux_loss = total if total is not None else Tensor(xp.zeros((), dtype=logits.dtype))
         p = probs.data
         entropy = -(p * xp.log(xp.maximum(p, 1e-20))).sum(axis=-1).mean()
+        with no_grad():
+            lse_mean = F.logsumexp(logits).mean().item()
         counts = np.asarray(counts, dtype=np.float64)
         self.report = RoutingReport(
             load=counts / max(1.0, counts.sum()),
@@ -172,7 +173,7 @@ class MoE(Module):
             expert_index=to_numpy(expert_index),
             losses={name: value.item() for name, (_, value) in found.items()},
             max_logit=float(to_numpy(xp.abs(logits.data).max())),
-            mean_logsumexp=float(_logsumexp(xp, logits.data).mean()),
+            mean_logsumexp=lse_mean,
         )
 
     # ---- DeepSeek-V3's balancing step ------------------------------------------------------------
@@ -182,7 +183,3 @@ class MoE(Module):
         if self.cfg.router == "deepseek" and self._last_counts is not None:
             self.router.update_bias(self._last_counts, self.cfg.bias_update_rate)
 
-
-def _logsumexp(xp, logits):
-    top = logits.max(axis=-1, keepdims=True)
-    return (top + xp.log(xp.exp(logits - top).sum(axis=-1, keepdims=True)))[..., 0]

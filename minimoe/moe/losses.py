@@ -37,13 +37,21 @@ def cv_squared(v: Tensor) -> Tensor:
     return (centred * centred).mean() / (mean * mean + 1e-10)
 
 
+def one_hot(expert_index, n_experts: int, dtype):
+    """(..., E) array: 1 where the last axis names the expert chosen, 0 elsewhere."""
+    xp = xp_of(expert_index)
+    return (expert_index[..., None] == xp.arange(n_experts)).astype(dtype)
+
+
+def importance(gates: Tensor, expert_index, n_experts: int) -> Tensor:
+    """Importance_i = sum over tokens of the gate value of expert i (Shazeer et al. 2017, §4, eq. 6)."""
+    chosen = one_hot(expert_index, n_experts, gates.dtype)  # (T, k, E)
+    return (gates.reshape(gates.shape + (1,)) * chosen).sum(axis=(0, 1))  # (E,)
+
+
 def importance_loss(gates: Tensor, expert_index, n_experts: int) -> Tensor:
-    """CV(Importance)^2, Importance_i = sum over tokens of the gate value of expert i (Shazeer et al.
-    2017, §4, eqs. 6-7). Penalises experts whose total gate weight differs."""
-    xp = gates.xp
-    one_hot = (expert_index[..., None] == xp.arange(n_experts)).astype(gates.dtype)  # (T, k, E)
-    importance = (gates.reshape(gates.shape + (1,)) * one_hot).sum(axis=(0, 1))  # (E,)
-    return cv_squared(importance)
+    """CV(Importance)^2 (eq. 7): penalises experts whose total gate weight differs."""
+    return cv_squared(importance(gates, expert_index, n_experts))
 
 
 def load_loss(smooth_load: Tensor) -> Tensor:
@@ -67,10 +75,8 @@ def deepseek_sequence_loss(probs: Tensor, expert_index, n_experts: int, k: int) 
     probs (B, T, E) Tensor; expert_index (B, T, k): each token's top k of the *unbiased* scores
     (eq. 18), which can differ from the experts the bias steered it to.
     """
-    xp = probs.xp
     b, t, _ = probs.shape
-    one_hot = (expert_index[..., None] == xp.arange(n_experts)).astype(probs.dtype)  # (B, T, k, E)
-    f = one_hot.sum(axis=(1, 2)) * (n_experts / (k * t))  # (B, E)
+    f = one_hot(expert_index, n_experts, probs.dtype).sum(axis=(1, 2)) * (n_experts / (k * t))  # (B, E)
     p_mean = probs.mean(axis=1)  # (B, E)
     return (p_mean * f).sum() * (1.0 / b)
 

@@ -203,9 +203,7 @@ class ExpertParallelMoE(MoE):
 
     def _global_importance(self, routing) -> Tensor:
         """(E,) Importance of Shazeer et al. (eq. 6), summed over every rank's tokens."""
-        gates, e = routing.gates, self.cfg.n_experts
-        one_hot = (routing.expert_index[..., None] == gates.xp.arange(e)).astype(gates.dtype)  # (N, k, E)
-        return all_reduce_sum((gates.reshape(gates.shape + (1,)) * one_hot).sum(axis=(0, 1)), self.comm)
+        return all_reduce_sum(losses.importance(routing.gates, routing.expert_index, self.cfg.n_experts), self.comm)
 
     def _report_global_batch(self, n_local: int) -> None:
         """MoE._record measured the router's entropy, log-sum-exp and largest logit on this rank's

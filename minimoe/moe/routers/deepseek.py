@@ -2,6 +2,7 @@
 group-limited top-k, and the auxiliary-loss-free balancing step (Liu et al. 2024, §2.1.2)."""
 from ... import functional as F
 from ...nn import Parameter
+from ..losses import aux_free_bias_update
 from .base import Router, Routing
 
 
@@ -53,6 +54,4 @@ class DeepSeekV3Router(Router):
 
     def update_bias(self, load, rate: float) -> None:
         """b_i += rate * sign(mean load - load_i): the auxiliary-loss-free balancing step."""
-        from ..losses import aux_free_bias_update
-
         self.expert_bias.data = aux_free_bias_update(self.expert_bias.data, load, rate)

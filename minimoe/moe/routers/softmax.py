@@ -1,5 +1,6 @@
 """Softmax routers: the dense mixture of Jacobs et al. (1991) and top-k gating in both orders."""
 from ... import functional as F
+from ...rng import device_rng
 from .base import Router, Routing
 
 
@@ -60,8 +61,6 @@ class SwitchRouter(TopKRouter):
 
     def forward(self, x, token_ids=None):
         if self.training and self.jitter:
-            from ...rng import device_rng
-
             noise = device_rng(x.xp).uniform(1 - self.jitter, 1 + self.jitter, size=x.shape).astype(x.dtype)
             x = x * noise
         return super().forward(x)
