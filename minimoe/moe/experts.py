@@ -5,6 +5,8 @@ over its own contiguous block of tokens: the tokens are sorted by expert first (
 so expert e's block is one matmul. The op is a single `Function` with a hand-written backward
 that loops over experts (never over tokens), so the graph holds one node for all E experts.
 """
+from __future__ import annotations
+
 import math
 
 import numpy as np
@@ -123,3 +125,12 @@ class Experts(Module):
         gate = (self.w_gate,) if self.activation == "swiglu" else ()
         return GroupedFFN.apply(x_sorted, self.w_in, self.b_in, self.w_out, self.b_out, *gate,
                                 group_sizes=group_sizes, activation=self.activation, keep_mask=keep_mask)
+
+    def select(self, first: int, count: int) -> Experts:
+        """Experts first .. first+count-1 as an `Experts` of their own, with copies of their weights
+        (expert parallelism gives each rank such a slice)."""
+        part = Experts.__new__(Experts)  # not Experts(...): that would draw new random weights
+        part.n_experts, part.d_model, part.hidden, part.activation = count, self.d_model, self.hidden, self.activation
+        for name, p in self.named_parameters():
+            setattr(part, name, Parameter(p.data[first:first + count].copy()))
+        return part

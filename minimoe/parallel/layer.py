@@ -27,9 +27,7 @@ import numpy as np
 from .. import functional as F
 from ..moe import MoE, MoEConfig, losses
 from ..moe.dispatch import expert_capacity
-from ..moe.experts import Experts
 from ..moe.routers import NoisyTopKRouter
-from ..nn import Parameter
 from ..tensor import Tensor
 from .collectives import (
     all_reduce_sum,
@@ -110,7 +108,7 @@ class ExpertParallelMoE(MoE):
         self.first_expert = self.rank * self.experts_per_rank
         # What MoE.__init__ sets, taken from `full` instead of drawn again:
         self.cfg, self.router = cfg, full.router
-        self.experts = expert_slice(full.experts, self.first_expert, self.experts_per_rank)
+        self.experts = full.experts.select(self.first_expert, self.experts_per_rank)
         if cfg.n_shared_experts:
             self.shared = full.shared
         self.aux_loss, self.report, self._last_counts = None, None, None
@@ -222,12 +220,3 @@ def replicated_parameters(model) -> list:
     experts = {id(p) for m in model.modules() if isinstance(m, ExpertParallelMoE) for p in m.experts.parameters()}
     return [p for p in model.parameters() if id(p) not in experts]
 
-
-def expert_slice(experts: Experts, first: int, count: int) -> Experts:
-    """Experts first .. first+count-1 of `experts` as an `Experts` of their own (copies)."""
-    part = Experts.__new__(Experts)  # not Experts(...): that would draw new random weights
-    part.n_experts, part.d_model, part.hidden = count, experts.d_model, experts.hidden
-    part.activation = experts.activation
-    for name, p in experts.named_parameters():
-        setattr(part, name, Parameter(p.data[first:first + count].copy()))
-    return part
