@@ -6,12 +6,15 @@
     loss.backward(); x.grad
 """
 from . import backend, functional, nn, optim
+from .allocator import keep_freed_memory
 from .backend import use
 from .gradcheck import GradcheckResult, assert_gradcheck, gradcheck
 from .rng import manual_seed, randn
 from .tensor import Function, Tensor, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"
+
+keep_freed_memory()  # a step's arrays are reused, not faulted in anew (allocator.py)
 
 __all__ = [
     "Function", "GradcheckResult", "Tensor", "assert_gradcheck", "backend", "functional",

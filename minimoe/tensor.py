@@ -17,6 +17,7 @@ import numpy as np
 from . import backend
 
 _grad_enabled = True
+_profiler = None  # set by minimoe.profiler.profile(): then every op's forward and backward is timed
 
 
 @contextlib.contextmanager
@@ -34,6 +35,12 @@ def is_grad_enabled() -> bool:
     return _grad_enabled
 
 
+def set_profiler(profiler) -> None:
+    """Time every op's forward and backward with `profiler` (see minimoe.profiler); None stops."""
+    global _profiler
+    _profiler = profiler
+
+
 class Function:
     """One node of the graph. Subclasses write `forward(*arrays, **options)` and
     `backward(grad_output) -> one gradient (or None) per tensor input`.
@@ -49,7 +56,8 @@ class Function:
         tensors = _as_tensors(cls.__name__, inputs)
         fn = cls()
         fn.xp = tensors[0].xp
-        out = Tensor(fn.forward(*(t.data for t in tensors), **options))
+        forward = fn.forward if _profiler is None else _profiler.timed(cls.__name__, "forward", fn.forward)
+        out = Tensor(forward(*(t.data for t in tensors), **options))
         if _grad_enabled and any(t.requires_grad for t in tensors):
             out.requires_grad = True
             out._ctx = fn
@@ -205,7 +213,8 @@ class Tensor:
                     "backward() through a graph that was already freed; call the first backward() "
                     "with retain_graph=True to go through it twice"
                 )
-            for parent, pg in zip(fn.inputs, fn.backward(g)):
+            backward = fn.backward if _profiler is None else _profiler.timed(type(fn).__name__, "backward", fn.backward)
+            for parent, pg in zip(fn.inputs, backward(g)):
                 if pg is None or not parent.requires_grad:
                     continue
                 if tuple(pg.shape) != parent.shape:

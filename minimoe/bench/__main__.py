@@ -1,4 +1,4 @@
-"""`python -m minimoe.bench [--quick] [--only engine,moe,train] [--out FILE]`: a table and a JSON file."""
+"""`python -m minimoe.bench [--quick] [--only engine,moe,train] [--out FILE] [--profile]`: a table and a JSON file."""
 import argparse
 import json
 import os
@@ -99,7 +99,15 @@ def main(argv=None):
     parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of {sorted(GROUPS)}")
     parser.add_argument("--out", default="bench-results.json", help="where to write the JSON results")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per case (default 5 quick, 15 full)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the table: one reference-workload step, op by op (MoE and dense twin)")
     args = parser.parse_args(argv)
+    if args.profile:
+        from .profile import profile_reference_step
+
+        for dense in (False, True):
+            print(profile_reference_step(steps=args.reps or 5, dense=dense) + "\n")
+        return
     groups = [g.strip() for g in args.only.split(",") if g.strip()]
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:

@@ -10,7 +10,11 @@ import torch.nn.functional as TF
 
 class MoEFFN(torch.nn.Module):
     """Top-k MoE with stacked GELU experts, dispatched by sorting tokens by expert (one gather,
-    one matmul per expert block, one scatter): the same algorithm as minimoe's layer."""
+    one matmul per expert block, one scatter): the same algorithm as minimoe's layer.
+
+    The stacked weights are split with one `unbind` per step: indexing `self.w_in[e]` once per
+    expert would make each slice's backward write a full (E, d, h) gradient, a cost growing with
+    E squared that no careful PyTorch user would pay."""
 
     def __init__(self, d, n_experts, k, hidden, n_shared=0, shared_hidden=0):
         super().__init__()
@@ -31,11 +35,12 @@ class MoEFFN(torch.nn.Module):
         order = torch.argsort(flat, stable=True)
         counts = torch.bincount(flat, minlength=self.n_experts).tolist()
         x_sorted = x.repeat(self.k, 1)[order]
+        w_in, b_in, w_out, b_out = (w.unbind(0) for w in (self.w_in, self.b_in, self.w_out, self.b_out))
         outs, start = [], 0
         for e, c in enumerate(counts):
             if c:
-                h = TF.gelu(x_sorted[start:start + c] @ self.w_in[e] + self.b_in[e], approximate="tanh")
-                outs.append(h @ self.w_out[e] + self.b_out[e])
+                h = TF.gelu(x_sorted[start:start + c] @ w_in[e] + b_in[e], approximate="tanh")
+                outs.append(h @ w_out[e] + b_out[e])
             start += c
         out = torch.cat(outs) * gates.T.reshape(-1, 1)[order]
         rows = torch.zeros(self.k * n, d, dtype=x.dtype).index_copy(0, order, out)

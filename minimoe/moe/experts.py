@@ -13,7 +13,7 @@ import numpy as np
 
 from ..nn import Module, Parameter
 from ..ops.pointwise import gelu_forward, gelu_grad, silu_grad, stable_sigmoid
-from ..ops.row_blocks import map_row_blocks
+from ..ops.row_blocks import map_tasks
 from ..tensor import Function
 
 ACTIVATIONS = ("gelu", "swiglu")
@@ -30,62 +30,74 @@ class GroupedFFN(Function):
 
     GELU experts: act(u) = gelu(u). SwiGLU experts (Shazeer 2020): act = silu(x W_gate[e]) * u
     (Mixtral's experts have no biases; here both kinds keep b_in and b_out, one code path). `keep_mask` (rows, h) is expert dropout on the hidden units.
+
+    Each expert's forward and backward is one function of its own rows (`_expert_forward`,
+    `_expert_backward`). The plain path runs them one expert after another; the fast path shares
+    the experts out over the thread pool (row_blocks.map_tasks), which also keeps an expert's
+    activations in cache from its first product to its second.
     """
 
     def forward(self, x, w_in, b_in, w_out, b_out, *w_gate, group_sizes, activation, keep_mask=None):
         xp = self.xp
-        rows, hidden = x.shape[0], w_in.shape[2]
-        self.blocks = _blocks(group_sizes)
-        self.x, self.w_in, self.w_out, self.activation = x, w_in, w_out, activation
+        self.x, self.w_in, self.w_out, self.activation, self.keep_mask = x, w_in, w_out, activation, keep_mask
         self.w_gate = w_gate[0] if w_gate else None
-        u = xp.empty((rows, hidden), dtype=x.dtype)  # pre-activations of all experts, block by block
-        v = xp.empty((rows, hidden), dtype=x.dtype) if self.w_gate is not None else None
-        for e, start, stop in self.blocks:
-            xp.matmul(x[start:stop], w_in[e], out=u[start:stop])
-            u[start:stop] += b_in[e]
-            if v is not None:
-                xp.matmul(x[start:stop], self.w_gate[e], out=v[start:stop])
-        if activation == "gelu":
-            a, self.t = map_row_blocks(lambda u: gelu_forward(xp, u), u)
-        else:  # swiglu: silu(v) * u
-            a, self.s = map_row_blocks(lambda u, v: _swiglu_forward(xp, u, v), u, v)
-        self.keep_mask = keep_mask
-        if keep_mask is not None:
-            a = a * keep_mask
-        self.u, self.v, self.a = u, v, a
-        y = xp.empty((rows, w_out.shape[2]), dtype=x.dtype)
-        for e, start, stop in self.blocks:
-            xp.matmul(a[start:stop], w_out[e], out=y[start:stop])
-            y[start:stop] += b_out[e]
+        self.blocks = _blocks(group_sizes)
+        y = xp.empty((x.shape[0], w_out.shape[2]), dtype=x.dtype)
+        self.saved = map_tasks(lambda block: self._expert_forward(block, b_in, b_out, y), self.blocks)
         return y
 
-    def backward(self, g):
-        xp, x, u, v, a = self.xp, self.x, self.u, self.v, self.a
-        g_w_in, g_w_out = xp.zeros_like(self.w_in), xp.zeros_like(self.w_out)  # empty experts keep 0
-        g_b_in = xp.zeros(self.w_in.shape[::2], dtype=g.dtype)  # (E, h)
-        g_b_out = xp.zeros(self.w_out.shape[::2], dtype=g.dtype)  # (E, d)
-        da = xp.empty_like(a)
-        for e, start, stop in self.blocks:
-            g_b_out[e] = g[start:stop].sum(axis=0)
-            xp.matmul(a[start:stop].T, g[start:stop], out=g_w_out[e])
-            xp.matmul(g[start:stop], self.w_out[e].T, out=da[start:stop])
-        if self.keep_mask is not None:
-            da *= self.keep_mask
+    def _expert_forward(self, block, b_in, b_out, y):
+        """Writes expert e's rows of y; returns what its backward needs."""
+        xp, (e, start, stop) = self.xp, block
+        x = self.x[start:stop]
+        u = xp.matmul(x, self.w_in[e])
+        u += b_in[e]
+        v = None
         if self.activation == "gelu":
-            du = map_row_blocks(lambda da, u, t: da * gelu_grad(u, t), da, u, self.t)
+            a, saved = gelu_forward(xp, u)  # saved: the tanh
+        else:  # swiglu: silu(v) * u
+            v = xp.matmul(x, self.w_gate[e])
+            a, saved = _swiglu_forward(xp, u, v)  # saved: sigmoid(v)
+        if self.keep_mask is not None:
+            a *= self.keep_mask[start:stop]
+        xp.matmul(a, self.w_out[e], out=y[start:stop])
+        y[start:stop] += b_out[e]
+        return u, v, a, saved
+
+    def backward(self, g):
+        xp = self.xp
+        grads = {"x": xp.empty_like(self.x),  # every row belongs to one expert's block
+                 "w_in": xp.zeros_like(self.w_in), "w_out": xp.zeros_like(self.w_out),  # empty experts keep 0
+                 "b_in": xp.zeros(self.w_in.shape[::2], dtype=g.dtype),  # (E, h)
+                 "b_out": xp.zeros(self.w_out.shape[::2], dtype=g.dtype)}  # (E, d)
+        if self.activation == "swiglu":
+            grads["w_gate"] = xp.zeros_like(self.w_gate)
+        map_tasks(lambda i: self._expert_backward(self.blocks[i], self.saved[i], g, grads),
+                  range(len(self.blocks)))
+        names = ("x", "w_in", "b_in", "w_out", "b_out") + (("w_gate",) if self.activation == "swiglu" else ())
+        return tuple(grads[name] for name in names)
+
+    def _expert_backward(self, block, saved, g, grads):
+        """Writes expert e's rows of dx and its slices of the weight gradients."""
+        xp, (e, start, stop) = self.xp, block
+        u, v, a, act_saved = saved
+        x, g = self.x[start:stop], g[start:stop]
+        grads["b_out"][e] = g.sum(axis=0)
+        xp.matmul(a.T, g, out=grads["w_out"][e])
+        da = xp.matmul(g, self.w_out[e].T)
+        if self.keep_mask is not None:
+            da *= self.keep_mask[start:stop]
+        if self.activation == "gelu":
+            du = da * gelu_grad(u, act_saved)
         else:
-            du, dv = map_row_blocks(_swiglu_backward, da, u, v, self.s)
-            g_gate = xp.zeros_like(self.w_gate)
-        dx = xp.empty_like(x)
-        for e, start, stop in self.blocks:
-            xp.matmul(x[start:stop].T, du[start:stop], out=g_w_in[e])
-            xp.matmul(du[start:stop], self.w_in[e].T, out=dx[start:stop])
-            g_b_in[e] = du[start:stop].sum(axis=0)
-            if self.activation == "swiglu":
-                xp.matmul(x[start:stop].T, dv[start:stop], out=g_gate[e])
-                dx[start:stop] += dv[start:stop] @ self.w_gate[e].T
-        grads = (dx, g_w_in, g_b_in, g_w_out, g_b_out)
-        return grads if self.activation == "gelu" else grads + (g_gate,)
+            du, dv = _swiglu_backward(da, u, v, act_saved)
+        xp.matmul(x.T, du, out=grads["w_in"][e])
+        dx = grads["x"][start:stop]
+        xp.matmul(du, self.w_in[e].T, out=dx)
+        grads["b_in"][e] = du.sum(axis=0)
+        if self.activation == "swiglu":
+            xp.matmul(x.T, dv, out=grads["w_gate"][e])
+            dx += xp.matmul(dv, self.w_gate[e].T)
 
 
 def _swiglu_forward(xp, u, v):

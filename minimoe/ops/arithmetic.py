@@ -105,15 +105,16 @@ class MatMul(Function):
                 f"{'second-to-last' if b.ndim > 1 else 'only'} axis of the second, {inner_b})"
             )
         self.a, self.b = a, b
+        xp = self.xp
         if a.ndim > 2 and b.ndim == 2:
-            return (a.reshape(-1, inner_a) @ b).reshape(tuple(a.shape[:-1]) + (b.shape[1],))
-        return a @ b
+            return xp.matmul(a.reshape(-1, inner_a), b).reshape(tuple(a.shape[:-1]) + (b.shape[1],))
+        return xp.matmul(a, b)
 
     def backward(self, g):
         xp, a, b = self.xp, self.a, self.b
         if a.ndim >= 2 and b.ndim == 2:  # rows of a times one matrix
             a2, g2 = a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1])
-            return (g2 @ b.T).reshape(a.shape), a2.T @ g2
+            return xp.matmul(g2, b.T).reshape(a.shape), xp.matmul(a2.T, g2)
         a2 = a[None, :] if a.ndim == 1 else a  # (1, k) for a vector
         b2 = b[:, None] if b.ndim == 1 else b  # (k, 1) for a vector
         g2 = g  # back to (..., n, m): the column axis first, so vector @ vector works too
@@ -121,8 +122,8 @@ class MatMul(Function):
             g2 = xp.expand_dims(g2, -1)
         if a.ndim == 1:
             g2 = xp.expand_dims(g2, -2)
-        ga = g2 @ xp.swapaxes(b2, -1, -2)
-        gb = xp.swapaxes(a2, -1, -2) @ g2
+        ga = xp.matmul(g2, xp.swapaxes(b2, -1, -2))
+        gb = xp.matmul(xp.swapaxes(a2, -1, -2), g2)
         ga = unbroadcast(ga, a2.shape).reshape(a.shape)
         gb = unbroadcast(gb, b2.shape).reshape(b.shape)
         return ga, gb
