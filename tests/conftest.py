@@ -23,6 +23,24 @@ def backend_name(request):
         mm.use("numpy")
 
 
+@pytest.fixture(params=["plain", "blocked"])
+def engine_path(request, monkeypatch):
+    """Runs a test on the plain path, then on the fast path with blocks so small that every op
+    with a fast kernel really splits its work (tests use small arrays)."""
+    from minimoe.ops import arithmetic, row_blocks
+    from minimoe.optim import optimizers
+
+    if request.param == "blocked":
+        monkeypatch.setattr(row_blocks, "BLOCK_BYTES", 256)
+        monkeypatch.setattr(arithmetic, "PRODUCT_BLOCK_ROWS", 2)
+        monkeypatch.setattr(optimizers, "FLAT_BLOCK", 16)
+    row_blocks.use_plain(request.param == "plain")
+    try:
+        yield request.param
+    finally:
+        row_blocks.use_plain(False)
+
+
 @pytest.fixture
 def rng():
     """A NumPy generator with a fixed seed: test inputs are the same on every run."""

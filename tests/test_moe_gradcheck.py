@@ -15,6 +15,8 @@ import pytest
 import minimoe as mm
 from minimoe.moe import MoE, MoEConfig
 
+pytestmark = pytest.mark.usefixtures("engine_path")  # every check on the plain and the fast path
+
 BASE = dict(d_model=4, n_experts=4, top_k=2, expert_hidden=5, balance_coef=0.3, z_loss_coef=0.05)
 
 # name: (config options, training?, re-seed before each forward?, parameters to check)

@@ -14,6 +14,8 @@ import minimoe.functional as F
 
 from op_inputs import away_from_zero, bools, ints, normal, positive  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("engine_path")  # every check on the plain and the fast path
+
 
 def case(name, fn, *inputs):
     return pytest.param(fn, inputs, id=name)

@@ -4,6 +4,8 @@ Broadcasting copies an input along new or size-1 axes in the forward pass, so in
 the gradient is *summed* over those axes to get back to the input's shape (`unbroadcast`).
 """
 from ..tensor import Function
+from . import row_blocks
+from .row_blocks import map_row_blocks
 
 
 def unbroadcast(grad, shape):
@@ -86,6 +88,17 @@ class Pow(Function):
         return (g * self.p * self.a ** (self.p - 1),)
 
 
+PRODUCT_BLOCK_ROWS = 512  # fewer rows than this run below BLAS's best speed
+
+
+def rows_matmul(xp, a, b, block_rows: int | None = None):
+    """a @ b for 2-D a and b. On the fast path, blocks of a's rows (by default each block of the
+    output about BLOCK_BYTES, at least PRODUCT_BLOCK_ROWS rows) run side by side on the pool
+    (row_blocks.py); the plain path is one call."""
+    block_rows = block_rows or max(PRODUCT_BLOCK_ROWS, row_blocks.BLOCK_BYTES // (b.shape[1] * b.itemsize))
+    return map_row_blocks(lambda rows: xp.matmul(rows, b), a, block_rows=block_rows)
+
+
 class MatMul(Function):
     """a @ b, including batched (..., n, k) @ (..., k, m) with broadcast batch axes.
 
@@ -106,15 +119,16 @@ class MatMul(Function):
             )
         self.a, self.b = a, b
         xp = self.xp
-        if a.ndim > 2 and b.ndim == 2:
-            return xp.matmul(a.reshape(-1, inner_a), b).reshape(tuple(a.shape[:-1]) + (b.shape[1],))
+        if a.ndim >= 2 and b.ndim == 2:  # rows times one matrix: a Linear layer
+            return rows_matmul(xp, a.reshape(-1, inner_a), b).reshape(tuple(a.shape[:-1]) + (b.shape[1],))
         return xp.matmul(a, b)
 
     def backward(self, g):
         xp, a, b = self.xp, self.a, self.b
         if a.ndim >= 2 and b.ndim == 2:  # rows of a times one matrix
             a2, g2 = a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1])
-            return xp.matmul(g2, b.T).reshape(a.shape), xp.matmul(a2.T, g2)
+            weight_rows = max(PRODUCT_BLOCK_ROWS // 8, a2.shape[1] // 4)  # a weight's gradient: few, long rows
+            return rows_matmul(xp, g2, b.T).reshape(a.shape), rows_matmul(xp, a2.T, g2, block_rows=weight_rows)
         a2 = a[None, :] if a.ndim == 1 else a  # (1, k) for a vector
         b2 = b[:, None] if b.ndim == 1 else b  # (k, 1) for a vector
         g2 = g  # back to (..., n, m): the column axis first, so vector @ vector works too

@@ -12,7 +12,8 @@ from the product to the softmax to the next product: each pair is computed exact
 import math
 
 from ..tensor import Function
-from .row_blocks import BLOCK_BYTES, map_row_blocks
+from . import row_blocks
+from .row_blocks import map_row_blocks
 
 
 def attention_forward(xp, q, k, v, scale, causal):
@@ -52,7 +53,7 @@ class Attention(Function):
         # Heads usually arrive as a transposed view; batched matmul on strided views is several
         # times slower than on contiguous copies, so copy once here.
         q, k, v = (xp.ascontiguousarray(a).reshape(b * h, t, dh) for a in (q, k, v))
-        self.block = max(1, BLOCK_BYTES // (q.itemsize * t * t))  # pairs whose (T, T) scores fill a block
+        self.block = max(1, row_blocks.BLOCK_BYTES // (q.itemsize * t * t))  # pairs whose (T, T) scores fill a block
         out, p = map_row_blocks(lambda q, k, v: attention_forward(xp, q, k, v, self.scale, causal),
                                 q, k, v, block_rows=self.block)
         self.q, self.k, self.v, self.p = q, k, v, p

@@ -49,12 +49,36 @@ class GetItem(Function):
         return x[self.index]
 
     def backward(self, g):
-        grad = self.xp.zeros(self.in_shape, dtype=g.dtype)
+        xp = self.xp
+        grad = xp.zeros(self.in_shape, dtype=g.dtype)
         if _is_basic(self.index):
             grad[self.index] = g  # slices and ints never repeat a position: a plain write is enough
+        elif _is_row_lookup(self.index):  # an embedding lookup: rows picked by an integer array
+            rows = self.index.reshape(-1)
+            grad += scatter_add_rows(xp, rows, g.reshape((rows.size,) + self.in_shape[1:]), self.in_shape[0])
         else:
-            self.xp.add.at(grad, self.index, g)
+            xp.add.at(grad, self.index, g)
         return (grad,)
+
+
+def _is_row_lookup(index) -> bool:
+    return hasattr(index, "dtype") and index.dtype.kind in "iu"
+
+
+def scatter_add_rows(xp, rows, values, n_rows):
+    """out[rows[i]] += values[i] into zeros of n_rows rows, as `add.at` does, but by sorting: the
+    rows of one index are summed together by `add.reduceat`, at a fraction of add.at's time
+    (add.at goes element by element). The sums agree with add.at's to float rounding (reduceat
+    adds in pairs, add.at one after another)."""
+    out = xp.zeros((n_rows,) + tuple(values.shape[1:]), dtype=values.dtype)
+    if rows.size == 0:
+        return out
+    rows = xp.where(rows < 0, rows + n_rows, rows)  # negative ids count from the end, as in x[ids]
+    order = xp.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = xp.flatnonzero(xp.concatenate([xp.ones(1, dtype=bool), sorted_rows[1:] != sorted_rows[:-1]]))
+    out[sorted_rows[starts]] = xp.add.reduceat(values[order], starts, axis=0)
+    return out
 
 
 def _is_basic(index) -> bool:
