@@ -8,16 +8,17 @@ import sys
 import numpy as np
 
 from . import workloads as W
+from ..ops.row_blocks import is_plain, num_threads, set_num_threads
 from .timing import paired_median_ms
 
 
-def torch_peer():
+def torch_peer(threads: int):
     """The PyTorch side of the comparison, or None where torch is not installed."""
     try:
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     from . import torch_peer as peer
 
@@ -79,7 +80,7 @@ def _torch_model(peer, **kwargs):
 def train_cases(peer, quick):
     from ..train import PRESETS
 
-    yield "reference workload: MoE train step (PERFORMANCE.md)", W.model_step(W.reference_model_config()), (
+    yield "reference workload: MoE train step", W.model_step(W.reference_model_config()), (
         peer and _torch_model(peer))
     yield "reference workload: dense twin train step (hidden 1024)", W.model_step(W.reference_model_config(dense=True)), (
         peer and _torch_model(peer, dense_hidden=1024))
@@ -99,9 +100,14 @@ def main(argv=None):
     parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of {sorted(GROUPS)}")
     parser.add_argument("--out", default="bench-results.json", help="where to write the JSON results")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per case (default 5 quick, 15 full)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads for minimoe's pool and for PyTorch alike (default: every core)")
     parser.add_argument("--profile", action="store_true",
                         help="instead of the table: one reference-workload step, op by op (MoE and dense twin)")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    set_num_threads(args.threads)
     if args.profile:
         from .profile import profile_reference_step
 
@@ -113,8 +119,9 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown group(s) {unknown}; choose from {sorted(GROUPS)}")
     reps = args.reps or (5 if args.quick else 15)
-    peer = torch_peer()
+    peer = torch_peer(args.threads)
     print(f"minimoe bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}, "
+          f"minimoe {'plain path' if is_plain() else 'fast path'} ({num_threads()} threads), "
           + (f"PyTorch {peer[0].__version__} ({peer[0].get_num_threads()} threads)" if peer else "PyTorch not installed (no peer)"))
     rows = []
     header = f"{'case':<62} {'minimoe ms':>11} {'torch ms':>9} {'ratio':>6}"
@@ -128,6 +135,7 @@ def main(argv=None):
             print(f"{name:<62} {ours_ms:>11.1f} {theirs_ms or float('nan'):>9.1f} {ratio or float('nan'):>6.2f}", flush=True)
     with open(args.out, "w") as f:
         json.dump({"python": sys.version.split()[0], "numpy": np.__version__, "cores": os.cpu_count(), "reps": reps,
+                   "threads": num_threads(), "plain": is_plain(),
                    "torch": peer[0].__version__ if peer else None, "results": rows}, f, indent=2)
     print(f"results written to {args.out}")
 

@@ -1,6 +1,6 @@
 """The benchmark's workloads on minimoe's engine, each returning a zero-argument step function.
 
-Sizes follow ../shared/PERFORMANCE.md's reference workload where it gives them.
+Sizes follow the reference workload of docs/performance.md where it gives them.
 """
 import numpy as np
 
@@ -66,7 +66,7 @@ def block_step(batch=16, seq=128, d=128, n_heads=4, hidden=512):
 
 
 def reference_model_config(dense=False, **changes):
-    """The reference workload of PERFORMANCE.md: 4 layers, d 128, 4 heads, context 128, 8 experts
+    """The reference workload (docs/performance.md): 4 layers, d 128, 4 heads, context 128, 8 experts
     top-2 of hidden 512, Switch loss 0.01, dropless; dense twin: one FFN of hidden 1024."""
     fields = dict(vocab_size=96, d_model=128, n_layers=4, n_heads=4, context=128, positions="learned",
                   tie_weights=False, n_experts=8, top_k=2, expert_hidden=512, router="topk",

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 
+from ..ops.row_blocks import set_num_threads
 from .demos import N_EXPERTS
 from .mpi import MPIUnavailable, load_mpi
 from .plan import experts_per_rank
@@ -22,8 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m minimoe.parallel",
         description=f"Expert parallelism with MPI: run under `mpiexec -n R` (R must divide the {N_EXPERTS} experts).",
-        epilog="Install MPI with `pip install mpi4py mpich`. Set OMP_NUM_THREADS=1 when R is near the "
-               "number of cores, so the ranks do not fight over them.")
+        epilog="Install MPI with `pip install mpi4py mpich`. Under mpiexec each rank's engine runs on one "
+               "thread, BLAS included, so the ranks do not fight over the cores (MINIMOE_NUM_THREADS overrides it).")
     task = parser.add_mutually_exclusive_group(required=True)
     task.add_argument("--check", action="store_true",
                       help="compare with the single-process layer (outputs, gradients, counts) and print the traffic")
@@ -81,6 +83,8 @@ def main(argv=None) -> int:
         if comm.Get_rank() == 0:
             print(f"minimoe.parallel: {err}", file=sys.stderr)
         return 2
+    if comm.Get_size() > 1 and not os.environ.get("MINIMOE_NUM_THREADS"):
+        set_num_threads(1)  # one core per rank: ranks' thread pools would otherwise fight for the cores
     try:
         result = run(args, comm)
     except Exception:  # noqa: BLE001 -- any error on one rank must end every rank
