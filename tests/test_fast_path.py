@@ -187,7 +187,7 @@ def test_an_error_in_one_block_reaches_the_caller():
     with pytest.raises(ValueError, match="block failed"):
         row_blocks.map_row_blocks(lambda r: fails_on_a_late_block(r[-1:]), x, block_rows=512)
     with pytest.raises(ValueError, match="block failed"):
-        row_blocks.map_tasks(lambda i: fails_on_a_late_block(x[i:i + 1] + (i == 3)), range(6))
+        row_blocks.map_tasks(lambda i: fails_on_a_late_block(x[i:i + 1] + (i == 3)), range(6), like=x)
 
 
 def test_scatter_add_rows_equals_add_at_to_rounding():

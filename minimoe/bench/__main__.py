@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from . import workloads as W
+from ..backend import use
 from ..ops.row_blocks import is_plain, num_threads, set_num_threads
 from .timing import paired_median_ms
 
@@ -94,6 +95,19 @@ def train_cases(peer, quick):
 GROUPS = {"engine": engine_cases, "moe": moe_cases, "train": train_cases}
 
 
+def _synchronised(step, backend_name):
+    """On a GPU a step returns before its kernels finish: wait for them, or the time means nothing."""
+    if backend_name != "cupy":
+        return step
+    import cupy
+
+    def run():
+        step()
+        cupy.cuda.Device().synchronize()
+
+    return run
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minimoe.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (a smoke run)")
@@ -102,6 +116,8 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=None, help="repetitions per case (default 5 quick, 15 full)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="threads for minimoe's pool and for PyTorch alike (default: every core)")
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"],
+                        help="where minimoe runs; on cupy the PyTorch peer (a CPU build here) is left out")
     parser.add_argument("--profile", action="store_true",
                         help="instead of the table: one reference-workload step, op by op (MoE and dense twin)")
     args = parser.parse_args(argv)
@@ -119,7 +135,8 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown group(s) {unknown}; choose from {sorted(GROUPS)}")
     reps = args.reps or (5 if args.quick else 15)
-    peer = torch_peer(args.threads)
+    use(args.backend)  # every workload's tensors and parameters are made on this backend
+    peer = torch_peer(args.threads) if args.backend == "numpy" else None
     print(f"minimoe bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}, "
           f"minimoe {'plain path' if is_plain() else 'fast path'} ({num_threads()} threads), "
           + (f"PyTorch {peer[0].__version__} ({peer[0].get_num_threads()} threads)" if peer else "PyTorch not installed (no peer)"))
@@ -129,12 +146,13 @@ def main(argv=None):
     for group in groups:
         cases = GROUPS[group](peer) if group == "engine" else GROUPS[group](peer, args.quick)
         for name, ours, theirs in cases:
-            ours_ms, theirs_ms = paired_median_ms(ours, theirs, reps)
+            ours_ms, theirs_ms = paired_median_ms(_synchronised(ours, args.backend), theirs, reps)
             ratio = ours_ms / theirs_ms if theirs_ms else None
             rows.append({"group": group, "case": name, "minimoe_ms": ours_ms, "torch_ms": theirs_ms, "ratio": ratio})
             print(f"{name:<62} {ours_ms:>11.1f} {theirs_ms or float('nan'):>9.1f} {ratio or float('nan'):>6.2f}", flush=True)
     with open(args.out, "w") as f:
         json.dump({"python": sys.version.split()[0], "numpy": np.__version__, "cores": os.cpu_count(), "reps": reps,
+                   "backend": args.backend,
                    "threads": num_threads(), "plain": is_plain(),
                    "torch": peer[0].__version__ if peer else None, "results": rows}, f, indent=2)
     print(f"results written to {args.out}")

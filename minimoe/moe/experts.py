@@ -43,7 +43,7 @@ class GroupedFFN(Function):
         self.w_gate = w_gate[0] if w_gate else None
         self.blocks = _blocks(group_sizes)
         y = xp.empty((x.shape[0], w_out.shape[2]), dtype=x.dtype)
-        self.saved = map_tasks(lambda block: self._expert_forward(block, b_in, b_out, y), self.blocks)
+        self.saved = map_tasks(lambda block: self._expert_forward(block, b_in, b_out, y), self.blocks, like=x)
         return y
 
     def _expert_forward(self, block, b_in, b_out, y):
@@ -73,7 +73,7 @@ class GroupedFFN(Function):
         if self.activation == "swiglu":
             grads["w_gate"] = xp.zeros_like(self.w_gate)
         map_tasks(lambda i: self._expert_backward(self.blocks[i], self.saved[i], g, grads),
-                  range(len(self.blocks)))
+                  range(len(self.blocks)), like=g)
         names = ("x", "w_in", "b_in", "w_out", "b_out") + (("w_gate",) if self.activation == "swiglu" else ())
         return tuple(grads[name] for name in names)
 

@@ -7,7 +7,7 @@ next on the same cores; and BLAS's threads gain little on the engine's many smal
 per expert, one per attention head). So on the fast path the BLAS library is held to one thread,
 and the engine's own pool shares the work out instead, in blocks that are independent of each
 other: blocks of rows of an element-wise chain (GELU and its gradient), the experts of an MoE
-layer (`map_tasks`), blocks of (batch, head) pairs in attention, blocks of rows or columns of a
+layer (`map_tasks`), blocks of (batch, head) pairs in attention, blocks of rows of a
 large product. A block stays in cache from one operation to the next, and NumPy and BLAS release
 the GIL while they work, so the blocks run side by side.
 
@@ -112,12 +112,12 @@ def map_row_blocks(fn, *inputs, block_rows: int | None = None):
     return outs[0] if single else outs
 
 
-def map_tasks(fn, items) -> list:
+def map_tasks(fn, items, like) -> list:
     """[fn(item) for item in items], the items shared out over the pool on the fast path (each
-    item's work must be independent of the others': the experts of an MoE layer, say). On the
-    plain path, one after another in the calling thread."""
+    item's work must be independent of the others': the experts of an MoE layer, say), where
+    `like`, an array the work is on, is a NumPy array. Otherwise one after another."""
     items = list(items)
-    if _plain or len(items) < 2:
+    if not blocked(like) or len(items) < 2:
         return [fn(item) for item in items]
     results = [None] * len(items)
 

@@ -103,7 +103,7 @@ class Adam(Optimizer):
         flat = self._flat
         grad, m, v = flat.gather_grads(), flat.moments["m"], flat.moments["v"]
         blocks = [slice(start, start + FLAT_BLOCK) for start in range(0, grad.size, FLAT_BLOCK)]
-        map_tasks(lambda b: self._adam_update(flat.data[b], grad[b], m[b], v[b]), blocks)
+        map_tasks(lambda b: self._adam_update(flat.data[b], grad[b], m[b], v[b]), blocks, like=grad)
 
     def update(self, i, p):
         if self.m[i] is None:
