@@ -54,7 +54,7 @@ def cupy_status() -> tuple[bool, str]:
 
 
 def _check_name(name: str) -> None:
-    if name not in KNOWN_BACKENDS:
+    if not isinstance(name, str) or name not in KNOWN_BACKENDS:
         raise ValueError(f"unknown backend {name!r}; the known backends are {', '.join(KNOWN_BACKENDS)}")
 
 
@@ -75,7 +75,8 @@ def module(name: str | None = None):
 def use(name: str) -> None:
     """Make `name` the backend new tensors and modules are created on."""
     global _current
-    module(name)  # validates the name and, for CuPy, that a GPU is there
+    _check_name(name)  # before module(), which reads None as "the current one"
+    module(name)  # for CuPy, checks that a GPU is there
     _current = name
 
 
@@ -120,3 +121,11 @@ def asarray(data, dtype=None, backend: str | None = None):
     if not isinstance(data, (list, tuple, int, float, bool, np.ndarray, np.generic)):
         data = to_numpy(data)  # from another device: through the host, explicitly
     return np.array(data, dtype=dtype) if xp is np else xp.asarray(data, dtype=dtype)
+
+
+def synchronize(name: str) -> None:
+    """Waits until the device has finished the work queued on it (CuPy runs kernels asynchronously,
+    so a timer read without this measures only the queueing); a no-op on the CPU backends."""
+    _check_name(name)
+    if name == "cupy":
+        module("cupy").cuda.Device().synchronize()

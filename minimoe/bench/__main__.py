@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from . import workloads as W
-from ..backend import use
+from ..backend import synchronize, use
 from ..ops.row_blocks import is_plain, num_threads, set_num_threads
 from .timing import paired_median_ms
 
@@ -99,11 +99,10 @@ def _synchronised(step, backend_name):
     """On a GPU a step returns before its kernels finish: wait for them, or the time means nothing."""
     if backend_name != "cupy":
         return step
-    import cupy
 
     def run():
         step()
-        cupy.cuda.Device().synchronize()
+        synchronize(backend_name)
 
     return run
 

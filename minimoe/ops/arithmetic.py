@@ -4,8 +4,7 @@ Broadcasting copies an input along new or size-1 axes in the forward pass, so in
 the gradient is *summed* over those axes to get back to the input's shape (`unbroadcast`).
 """
 from ..tensor import Function
-from . import row_blocks
-from .row_blocks import map_row_blocks
+from .row_blocks import blocked, for_each_block
 
 
 def unbroadcast(grad, shape):
@@ -92,11 +91,14 @@ PRODUCT_BLOCK_ROWS = 512  # fewer rows than this run below BLAS's best speed
 
 
 def rows_matmul(xp, a, b, block_rows: int | None = None):
-    """a @ b for 2-D a and b. On the fast path, blocks of a's rows (by default each block of the
-    output about BLOCK_BYTES, at least PRODUCT_BLOCK_ROWS rows) run side by side on the pool
-    (row_blocks.py); the plain path is one call."""
-    block_rows = block_rows or max(PRODUCT_BLOCK_ROWS, row_blocks.BLOCK_BYTES // (b.shape[1] * b.itemsize))
-    return map_row_blocks(lambda rows: xp.matmul(rows, b), a, block_rows=block_rows)
+    """a @ b for 2-D a and b. On the fast path, blocks of a's rows (PRODUCT_BLOCK_ROWS rows by
+    default) run side by side on the pool (row_blocks.py); the plain path is one call."""
+    block_rows = block_rows or PRODUCT_BLOCK_ROWS
+    if not blocked(a) or a.shape[0] <= block_rows:
+        return xp.matmul(a, b)
+    out = xp.empty((a.shape[0], b.shape[1]), dtype=xp.result_type(a, b))
+    for_each_block(lambda rows: xp.matmul(a[rows], b, out=out[rows]), a.shape[0], block_rows)
+    return out
 
 
 class MatMul(Function):

@@ -112,6 +112,12 @@ def map_row_blocks(fn, *inputs, block_rows: int | None = None):
     return outs[0] if single else outs
 
 
+def for_each_block(fn, n: int, block_rows: int) -> None:
+    """fn(rows) for the slices of block_rows rows that cover range(n), on the pool: for a fn that
+    writes its block of an output allocated by the caller (no copy of the block's result)."""
+    _share_out(fn, [slice(start, start + block_rows) for start in range(0, n, block_rows)])
+
+
 def map_tasks(fn, items, like) -> list:
     """[fn(item) for item in items], the items shared out over the pool on the fast path (each
     item's work must be independent of the others': the experts of an MoE layer, say), where
