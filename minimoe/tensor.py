@@ -58,7 +58,8 @@ class Function:
         fn.xp = tensors[0].xp
         forward = fn.forward if _profiler is None else _profiler.timed(cls.__name__, "forward", fn.forward)
         out = Tensor(forward(*(t.data for t in tensors), **options))
-        if _grad_enabled and any(t.requires_grad for t in tensors):
+        # An integer output (a cast to int, say) has no gradient: the graph stops there.
+        if _grad_enabled and out.dtype.kind in "fc" and any(t.requires_grad for t in tensors):
             out.requires_grad = True
             out._ctx = fn
             fn.inputs = tensors
@@ -92,7 +93,10 @@ def _as_tensors(op: str, inputs) -> tuple[Tensor, ...]:
                 )
             out.append(x)
         elif isinstance(x, (int, float, np.integer, np.floating)):
-            out.append(Tensor(first.xp.asarray(x, dtype=first.dtype)))
+            dtype = first.dtype
+            if dtype.kind in "biu" and isinstance(x, (float, np.floating)):
+                dtype = np.result_type(dtype, x)  # NumPy's promotion: int [1, 2] * 0.5 is [0.5, 1.0], never [0, 0]
+            out.append(Tensor(first.xp.asarray(x, dtype=dtype)))
         else:
             if backend.name_of(x) != first.backend:
                 raise TypeError(
@@ -110,10 +114,25 @@ class Tensor:
 
     def __init__(self, data, requires_grad: bool = False):
         backend.name_of(data)  # raises a clear TypeError for anything that is not a backend array
+        if data.dtype.kind not in "biufc":
+            raise TypeError(f"a tensor holds numbers; got an array of dtype {data.dtype} (objects, strings "
+                            "or dates); convert it to numbers first, e.g. np.asarray(x, dtype=np.float32)")
         self.data = data
         self.requires_grad = requires_grad
         self.grad = None
         self._ctx: Function | None = None
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value and self.data.dtype.kind not in "fc":
+            raise TypeError(f"only a float tensor can require grad; this one is {self.data.dtype}, whose "
+                            "gradient would be rounded to whole numbers. Make it float first: "
+                            "minimoe.tensor(x, dtype=np.float32, requires_grad=True)")
+        self._requires_grad = bool(value)
 
     # ---- what it is -------------------------------------------------------------------------
     @property
@@ -199,6 +218,8 @@ class Tensor:
                 continue
             fn = node._ctx
             if fn is None:  # a leaf: keep the gradient
+                if g.dtype != node.data.dtype:  # a float64 gradient into a float32 leaf: the leaf's dtype
+                    g = g.astype(node.data.dtype)
                 if node.grad is not None:
                     g = node.grad + g
                 elif g.base is not None or id(g) in kept or g is grad:

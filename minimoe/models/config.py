@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..calculator import TransformerSpec
+from ..config_checks import flag, real_number, whole_number
 
 POSITION_KINDS = ("learned", "rotary")
 
@@ -50,9 +51,9 @@ class ModelConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "context", "moe_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ModelConfig.{name} must be a whole number of at least 1, got {value!r}")
+            whole_number(self, name, at_least=1)
+        for name in ("tie_weights", "dense"):
+            flag(self, name)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must divide by n_heads={self.n_heads}; "
                              f"try n_heads={_largest_divisor(self.d_model, self.n_heads)}")
@@ -61,12 +62,12 @@ class ModelConfig:
         if self.positions == "rotary" and self.head_dim % 2:
             raise ValueError(f"rotary positions rotate pairs of features: head_dim={self.head_dim} "
                              "must be even")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.ffn_hidden is not None and (not isinstance(self.ffn_hidden, int) or self.ffn_hidden < 1):
-            raise ValueError(f"ffn_hidden must be a positive int or None, got {self.ffn_hidden!r}")
-        if not self.dense:
-            self.moe_config()  # MoEConfig checks its own fields and names the one that is wrong
+        real_number(self, "dropout", low=0, high=1, high_open=True)
+        if self.ffn_hidden is not None:
+            whole_number(self, "ffn_hidden", at_least=1)
+        # The FFN fields are MoEConfig's, which checks them and names the one that is wrong (for the
+        # dense twin too: its hidden width comes from them unless ffn_hidden is given).
+        self.moe_config()
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property

@@ -44,6 +44,9 @@ class CausalSelfAttention(Module):
         return heads.transpose(0, 2, 1, 3)  # (B, H, T, Dh)
 
     def forward(self, x):
+        if x.ndim != 3 or x.shape[1] == 0:
+            raise ValueError(f"attention takes a (batch, time, d_model) tensor with at least one position, "
+                             f"got shape {x.shape}")
         batch, length, d = x.shape
         q, k, v = (self.split_heads(proj(x)) for proj in (self.query, self.key, self.value))
         if self.use_rotary:
@@ -121,6 +124,10 @@ class Transformer(Module):
         backend, checked against the context length."""
         if isinstance(ids, Tensor):
             ids = ids.data
+        kind = (ids if hasattr(ids, "dtype") else np.asarray(ids)).dtype
+        if kind.kind not in "iu":
+            raise TypeError(f"token ids must be integers, got {kind}; a float id would be truncated to "
+                            "another token (use CharTokenizer().encode or an int64 array)")
         ids = backend.asarray(ids, dtype=np.int64, backend=self.token_embedding.weight.backend)
         if ids.ndim != 2:
             raise ValueError(f"the model takes token ids of shape (batch, time), "
@@ -161,21 +168,31 @@ def generate(model: Transformer, prompt_ids, n: int, temperature: float = 1.0, s
     generator seeded by `seed`, so sampling never disturbs the training random state.
     """
     prompt = np.asarray(prompt_ids, dtype=np.int64)
-    if prompt.ndim != 1 or prompt.size == 0:
-        raise ValueError(f"generate needs a non-empty 1-D prompt of token ids, got shape {prompt.shape}")
-    if n < 0 or temperature < 0:
-        raise ValueError(f"generate needs n >= 0 and temperature >= 0, got n={n}, temperature={temperature}")
+    return np.concatenate([prompt, np.fromiter(generate_stream(model, prompt, n, temperature, seed), np.int64)])
+
+
+def generate_stream(model: Transformer, prompt_ids, n: int, temperature: float = 1.0, seed: int = 0):
+    """`generate`, one new token id at a time, as each is drawn (to print text as it comes)."""
+    prompt = np.asarray(prompt_ids)
+    if prompt.ndim != 1 or prompt.size == 0 or prompt.dtype.kind not in "iu":
+        raise ValueError(f"generate needs a non-empty 1-D prompt of integer token ids, got shape "
+                         f"{prompt.shape} and dtype {prompt.dtype}")
+    if not (isinstance(n, (int, np.integer)) and n >= 0 and 0 <= temperature < np.inf):
+        raise ValueError(f"generate needs a whole n >= 0 and a finite temperature >= 0, got n={n!r}, "
+                         f"temperature={temperature!r}")
     rng = np.random.default_rng(seed)
     ids = list(prompt.tolist())
     was_training = model.training
     model.eval()
-    with no_grad():
-        for _ in range(n):
-            window = np.asarray(ids[-model.config.context:], dtype=np.int64)[None]  # (1, T)
-            logits = model(window).data[0, -1]  # (V,) on the device
-            ids.append(_pick(backend.to_numpy(logits).astype(np.float64), temperature, rng))
-    model.train(was_training)
-    return np.asarray(ids, dtype=np.int64)
+    try:
+        with no_grad():
+            for _ in range(n):
+                window = np.asarray(ids[-model.config.context:], dtype=np.int64)[None]  # (1, T)
+                logits = model(window).data[0, -1]  # (V,) on the device
+                ids.append(_pick(backend.to_numpy(logits).astype(np.float64), temperature, rng))
+                yield ids[-1]
+    finally:
+        model.train(was_training)
 
 
 def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:

@@ -1,7 +1,11 @@
 """The MoE layer's configuration: one frozen dataclass, checked when it is made."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, replace
+
+from ..config_checks import flag, real_number, whole_number
 
 ROUTERS = ("dense", "topk", "topk_then_softmax", "noisy_topk", "switch", "gshard", "expert_choice", "hash", "soft", "deepseek")
 BALANCE_LOSSES = ("switch", "importance_load", "deepseek_sequence", None)
@@ -15,7 +19,7 @@ class MoEConfig:
     expert_hidden: int = 512  # hidden width of each expert; fine-grained = more experts, smaller hidden
     activation: str = "gelu"  # "gelu" or "swiglu"
     router: str = "topk"  # one of ROUTERS
-    renormalize: bool = True  # top-k: renormalise the kept probabilities to sum to 1 (Mixtral) or not (Qwen2-MoE)
+    renormalize: bool = True  # top-k: renormalise the kept probabilities to sum to 1 (Mixtral's Hugging Face code) or not (Qwen2-MoE)
     capacity_factor: float | None = None  # None = dropless; else C = ceil(k*T/E*cf). Expert choice: c (default 2)
     n_shared_experts: int = 0  # DeepSeekMoE always-on experts, each of width expert_hidden
     balance_loss: str | None = "switch"  # one of BALANCE_LOSSES
@@ -35,15 +39,26 @@ class MoEConfig:
             raise ValueError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
         if self.balance_loss not in BALANCE_LOSSES:
             raise ValueError(f"unknown balance_loss {self.balance_loss!r}; choose one of {BALANCE_LOSSES}")
-        for name in ("d_model", "n_experts", "expert_hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("d_model", "n_experts", "expert_hidden", "vocab_size", "n_groups", "topk_groups",
+                     "slots_per_expert"):
+            whole_number(self, name, at_least=1)
+        whole_number(self, "n_shared_experts", at_least=0)
+        flag(self, "renormalize")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, numbers.Integral):
+            raise ValueError(f"MoEConfig.top_k must be a whole number, got {self.top_k!r}")
+        object.__setattr__(self, "top_k", int(self.top_k))  # a NumPy integer would not go into JSON
         if self.router in ("topk", "topk_then_softmax", "noisy_topk", "deepseek") and not 1 <= self.top_k <= self.n_experts:
             raise ValueError(f"top_k must be between 1 and n_experts ({self.n_experts}), got {self.top_k}")
-        if self.capacity_factor is not None and not self.capacity_factor > 0:
-            raise ValueError(f"capacity_factor must be > 0, got {self.capacity_factor} (use None for dropless routing)")
-        if not 0 <= self.expert_dropout < 1:
-            raise ValueError(f"expert_dropout must be in [0, 1), got {self.expert_dropout}")
+        if self.topk_groups > self.n_groups:
+            raise ValueError(f"topk_groups ({self.topk_groups}) cannot exceed n_groups ({self.n_groups})")
+        cf = self.capacity_factor
+        if cf is not None and (isinstance(cf, bool) or not isinstance(cf, numbers.Real) or not 0 < cf < math.inf):
+            raise ValueError(f"capacity_factor must be > 0, got {cf!r} (use None for dropless routing)")
+        for name in ("balance_coef", "z_loss_coef", "bias_update_rate"):
+            real_number(self, name, low=0)
+        for name in ("expert_dropout", "router_jitter"):
+            real_number(self, name, low=0, high=1, high_open=True)
+        real_number(self, "routed_scaling", low=0, low_open=True)
         if self.router == "gshard" and self.n_experts < 2:
             raise ValueError("GShard top-2 routing needs at least 2 experts")
         if self.balance_loss == "importance_load" and self.router not in ("noisy_topk", "topk", "topk_then_softmax"):

@@ -43,11 +43,15 @@ class MoE(Module):
     # ---- forward --------------------------------------------------------------------------------
     def forward(self, x: Tensor, token_ids=None) -> Tensor:
         cfg = self.cfg
+        if not isinstance(x, Tensor):
+            raise TypeError(f"MoE takes a Tensor x, got {type(x).__name__}; wrap it with minimoe.tensor(x)")
         if x.ndim not in (2, 3) or x.shape[-1] != cfg.d_model:
             raise ValueError(f"MoE expects inputs of shape (tokens, {cfg.d_model}) or (batch, seq, {cfg.d_model}); got {x.shape}")
         if x.size == 0:
             raise ValueError(f"MoE got an empty batch (input shape {x.shape}): there are no tokens to route")
         seq_shape = x.shape[:-1] if x.ndim == 3 else (1, x.shape[0])  # (B, T)
+        if cfg.router == "hash" and token_ids is not None:
+            _check_token_ids(token_ids, x.shape[:-1], cfg.vocab_size)
         flat = x.reshape(-1, cfg.d_model)  # (N, d)
         if cfg.router == "soft":
             y = self._soft(x.reshape(seq_shape + (cfg.d_model,)))
@@ -183,3 +187,16 @@ class MoE(Module):
         if self.cfg.router == "deepseek" and self._last_counts is not None:
             self.router.update_bias(self._last_counts, self.cfg.bias_update_rate)
 
+
+def _check_token_ids(token_ids, expected_shape: tuple, vocab_size: int) -> None:
+    """Hash routing looks each id up in a table of `vocab_size` rows: the ids must be integers in
+    range, one per token of x."""
+    ids = token_ids.data if isinstance(token_ids, Tensor) else token_ids
+    if not hasattr(ids, "dtype") or ids.dtype.kind not in "iu":
+        raise TypeError(f"token_ids must be an integer array or Tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
+    if tuple(ids.shape) != tuple(expected_shape):
+        raise ValueError(f"token_ids has shape {tuple(ids.shape)}; x needs one id per token, shape {tuple(expected_shape)}")
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"token_ids must lie in [0, {vocab_size}) (the hash table has vocab_size={vocab_size} "
+                         f"rows), got ids from {low} to {high}")

@@ -2,8 +2,30 @@
 import math
 
 from .. import functional as F
+from ..config_checks import whole
 from ..tensor import Tensor
 from .module import Module, Parameter
+
+
+def _rate(value, what: str) -> float:
+    """A probability in [0, 1), or a ValueError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _positive(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{what} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_input(layer: str, x) -> None:
+    """Layers take Tensors of at least one axis (a list or a NumPy array must be wrapped first)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{layer} takes a Tensor, got {type(x).__name__}; wrap it with minimoe.tensor(x)")
+    if x.ndim == 0:
+        raise ValueError(f"{layer} takes a tensor with a feature axis, got a 0-d tensor; reshape it to (1,) or (n, features)")
 
 
 class Linear(Module):
@@ -11,11 +33,13 @@ class Linear(Module):
     PyTorch: uniform in +-1/sqrt(in)."""
 
     def __init__(self, d_in: int, d_out: int, bias: bool = True):
+        d_in, d_out = whole(d_in, "Linear d_in"), whole(d_out, "Linear d_out")
         bound = 1 / math.sqrt(d_in)
         self.weight = Parameter.uniform((d_in, d_out), bound)
         self.bias = Parameter.uniform((d_out,), bound) if bias else None
 
     def forward(self, x):
+        _check_input("Linear", x)
         if x.shape[-1] != self.weight.shape[0]:
             raise ValueError(f"Linear expects inputs with last axis {self.weight.shape[0]}, got shape {x.shape}")
         y = x @ self.weight
@@ -26,10 +50,14 @@ class Embedding(Module):
     """A lookup table: row i is the vector of token i."""
 
     def __init__(self, n: int, d: int, std: float = 0.02):
-        self.weight = Parameter.normal((n, d), std)
+        n, d = whole(n, "Embedding n (rows)"), whole(d, "Embedding d (width)")
+        self.weight = Parameter.normal((n, d), _positive(std, "Embedding std"))
 
     def forward(self, ids):
         ids = ids.data if isinstance(ids, Tensor) else ids
+        if not hasattr(ids, "dtype") or ids.dtype.kind not in "iu":
+            raise TypeError(f"Embedding takes integer ids, got {getattr(ids, 'dtype', type(ids).__name__)}; "
+                            "a float id would be truncated to another token")
         n = self.weight.shape[0]
         if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
             raise ValueError(f"Embedding has {n} rows; got ids from {int(ids.min())} to {int(ids.max())}")
@@ -38,9 +66,10 @@ class Embedding(Module):
 
 class LayerNorm(Module):
     def __init__(self, d: int, eps: float = 1e-5):
+        d = whole(d, "LayerNorm d")
         self.weight = Parameter.constant((d,), 1.0)
         self.bias = Parameter.constant((d,), 0.0)
-        self.eps = eps
+        self.eps = _positive(eps, "LayerNorm eps")
 
     def forward(self, x):
         return F.layer_norm(x, self.weight, self.bias, self.eps)
@@ -48,8 +77,9 @@ class LayerNorm(Module):
 
 class RMSNorm(Module):
     def __init__(self, d: int, eps: float = 1e-6):
+        d = whole(d, "RMSNorm d")
         self.weight = Parameter.constant((d,), 1.0)
-        self.eps = eps
+        self.eps = _positive(eps, "RMSNorm eps")
 
     def forward(self, x):
         return F.rms_norm(x, self.weight, self.eps)
@@ -57,7 +87,7 @@ class RMSNorm(Module):
 
 class Dropout(Module):
     def __init__(self, p: float):
-        self.p = p
+        self.p = _rate(p, "Dropout p")
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)

@@ -89,6 +89,8 @@ class Module:
     # ---- devices and checkpoints -----------------------------------------------------------------
     def to(self, name: str):
         """Moves every parameter to backend `name` in place ('numpy', 'cupy' or 'strict')."""
+        if not isinstance(name, str):
+            raise TypeError(f"to() takes a backend name ({', '.join(backend.KNOWN_BACKENDS)}), got {name!r}")
         backend.module(name)
         for p in self.parameters():
             if p.backend != name:
