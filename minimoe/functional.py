@@ -4,7 +4,8 @@ Each function here is a thin front door to an op in `minimoe/ops/`, where its ba
 """
 from .ops.arithmetic import MatMul
 from .ops.attention import attention
-from .ops.indexing import gather, index_add, masked_fill, permute_rows, topk, unpermute_rows, where
+from .ops.indexing import (combine_rows, dispatch_rows, gather, index_add, masked_fill, permute_rows, topk,
+                           unpermute_rows, where)
 from .ops.normalize import CrossEntropy, Dropout, LayerNorm, LogSoftmax, LogSumExp, RMSNorm, Softmax
 from .ops.pointwise import Exp, Gelu, Log, NormalCdf, Relu, Sigmoid, Silu, Softplus, Sqrt, Tanh
 from .ops.reduce import mean
@@ -16,7 +17,7 @@ __all__ = [
     "attention", "concatenate", "cross_entropy", "dropout", "exp", "gather", "gelu", "index_add",
     "layer_norm", "log", "normal_cdf", "log_softmax", "logsumexp", "masked_fill", "matmul", "mean", "permute_rows", "relu",
     "rms_norm", "sigmoid", "silu", "softmax", "softplus", "split", "sqrt", "stack", "tanh", "topk",
-    "unpermute_rows", "where",
+    "unpermute_rows", "where", "combine_rows", "dispatch_rows",
 ]
 
 

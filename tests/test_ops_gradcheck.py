@@ -94,6 +94,10 @@ CASES = [
          normal(2, 4)),
     case("gather-3d",
          lambda a: F.gather(a, ints(np.tile([[3, 0]], (2, 3, 1))), axis=-1), normal(2, 3, 4)),
+    # 4 tokens, 3 copies each (k-major rows c*4 + t), 7 of the 12 copies dispatched, out of order
+    case("dispatch_rows", lambda x: F.dispatch_rows(x, ints([5, 0, 11, 2, 6, 9, 3]), 3), normal(4, 2)),
+    case("combine_rows", lambda rows, gate: F.combine_rows(rows, gate, ints([5, 0, 11, 2, 6, 9, 3]), 3, 4),
+         normal(7, 2), normal(7, 1)),
     case("index_add-axis0-repeats",
          lambda x, s: F.index_add(x, ints([0, 2, 0, 0]), s), normal(3, 2), normal(4, 2)),
     case("index_add-axis1-repeats",

@@ -67,12 +67,11 @@ class MoE(Module):
         cfg, n = self.cfg, flat.shape[0]
         k = routing.expert_index.shape[1]
         plan = self._plan(routing, n)
-        copies = flat if k == 1 else F.concatenate([flat] * k, axis=0)  # (k*N, d) k-major, as the plan numbers them
-        x_sorted = F.permute_rows(copies, plan.order)  # (M, d) grouped by expert
+        # copy c of token t is row c*N + t of the k-major copies, as the plan numbers them
+        x_sorted = F.dispatch_rows(flat, plan.order, k)  # (M, d) grouped by expert, no k copies made
         out = self._run_experts(x_sorted, plan)  # (M, d) each row through its expert
         gate = F.permute_rows(routing.gates.T.reshape(k * n, 1), plan.order)  # (M, 1)
-        rows = F.unpermute_rows(out * gate, plan.order, k * n)  # (k*N, d), zero where dropped
-        y = rows.reshape(k, n, cfg.d_model).sum(axis=0) if k > 1 else rows  # (N, d)
+        y = F.combine_rows(out, gate, plan.order, k, n)  # (N, d): gate-weighted sum of each token's rows
 
         counts, n_dropped, n_tokens = self._batch_counts(plan, n)
         self._last_counts = counts

@@ -105,6 +105,55 @@ def unpermute_rows(x, index, n_rows):
     return UnpermuteRows.apply(x, index=_raw(index), n_rows=n_rows)
 
 
+class DispatchRows(Function):
+    """Rows of the k-major copies [x; x; ...; x] named by `index`, read as x[index % n] without
+    making the k copies: the MoE dispatch (each token's copy for its c-th choice is row c*n + t).
+
+    Backward: each token's gradient is the sum over its copies (zero for a copy not dispatched).
+    """
+
+    def forward(self, x, index, copies):
+        self.index, self.copies, self.in_shape = index, copies, x.shape
+        return x[index % x.shape[0]]
+
+    def backward(self, g):
+        n = self.in_shape[0]
+        full = self.xp.zeros((self.copies * n,) + tuple(g.shape[1:]), dtype=g.dtype)
+        full[self.index] = g
+        return (full.reshape((self.copies,) + tuple(self.in_shape)).sum(axis=0),)
+
+
+def dispatch_rows(x, index, copies):
+    return DispatchRows.apply(x, index=_raw(index), copies=copies)
+
+
+class CombineRows(Function):
+    """y[t] = sum over the dispatched copies r of token t of gate[r] * rows[r]: the MoE combine.
+
+    rows (M, d) are the experts' outputs in dispatch order, gate (M, 1) their gates, index (M,) the
+    copy each row came from (copy c of token t is c*n + t). One op instead of a product, an
+    unpermute and a sum over the k copies: no (k*n, d) temporaries in the backward pass.
+    Backward: d rows[r] = gate[r] * g[t(r)], d gate[r] = rows[r] . g[t(r)].
+    """
+
+    def forward(self, rows, gate, index, copies, n_tokens):
+        xp = self.xp
+        self.rows, self.gate, self.tokens = rows, gate, index % n_tokens
+        full = xp.zeros((copies * n_tokens,) + tuple(rows.shape[1:]), dtype=rows.dtype)
+        full[index] = rows * gate
+        return full.reshape((copies, n_tokens) + tuple(rows.shape[1:])).sum(axis=0)
+
+    def backward(self, g):
+        g_rows = g[self.tokens]  # (M, d) each row's token's gradient
+        g_gate = self.xp.einsum("ij,ij->i", g_rows, self.rows)[:, None]
+        g_rows *= self.gate
+        return g_rows, g_gate
+
+
+def combine_rows(rows, gate, index, copies, n_tokens):
+    return CombineRows.apply(rows, gate, index=_raw(index), copies=copies, n_tokens=n_tokens)
+
+
 class Where(Function):
     """cond ? a : b elementwise; the gradient flows to whichever side was chosen."""
 
