@@ -15,9 +15,9 @@ import minimoe.functional as F
 def softmax(x, axis=-1):
     """The softmax of an ndarray along one axis, safe for any finite input.
 
-    x: float ndarray of any shape. axis: the axis to normalise over.
-    Returns an ndarray of x's shape, non-negative, summing to 1 along `axis`, with no NaN or inf
-    even for logits like 1000 or -1000.
+    x: float ndarray of any shape and float dtype. axis: the axis to normalise over.
+    Returns an ndarray of x's shape and dtype (float32 in, float32 out), non-negative, summing to 1
+    along `axis`, with no NaN or inf even for logits like 1000 or -1000.
 
     Hint: subtract the maximum along `axis` (keepdims=True) before exp; softmax does not change.
     """
@@ -29,8 +29,9 @@ def softmax(x, axis=-1):
 def log_softmax(x, axis=-1):
     """log(softmax(x)) along one axis, computed without taking the log of a rounded-off 0.
 
-    x: float ndarray of any shape. axis: the axis to normalise over.
-    Returns an ndarray of x's shape, finite wherever x is (log_softmax([0, -1000]) = [0, -1000]).
+    x: float ndarray of any shape and float dtype. axis: the axis to normalise over.
+    Returns an ndarray of x's shape and dtype, finite wherever x is (log_softmax([0, -1000]) =
+    [0, -1000]).
 
     Hint: x - logsumexp(x), where logsumexp(x) = m + log(sum(exp(x - m))) and m is the max.
     """

@@ -41,20 +41,23 @@ def moe_with_shared_experts(x, gates, routed_weights, shared_weights):
         'ex07: np.einsum("te,td,edf->tf", ...) routed, np.einsum("td,sdf->tf", ...) shared.')
 
 
-def deepseek_v3_gate(logits, bias, k, scaling=2.5):
+def deepseek_v3_gate(logits, bias, k, scaling=1.0):
     """The DeepSeek-V3 gate (arXiv 2412.19437, eqs. 13-16, and the released routed_scaling_factor).
 
-    logits: ndarray (T, E), u_t . e_i. bias: ndarray (E,), the balancing bias b. k: int.
+    logits: ndarray (T, E), u_t . e_i. bias: ndarray (E,), the balancing bias b. k: int, 1 <= k <= E.
+    scaling: the routed scaling factor (1 by default, as minimoe's DeepSeekV3Router; 2.5 in the
+    released V3 configuration).
     s = sigmoid(logits); the chosen experts are the k largest of s + b (the bias steers the choice
-    only); their gates are the *unbiased* s, normalised to sum to 1, times `scaling`.
-    Returns (expert_index int (T, k), gates (T, k)), in decreasing order of s + b; finite for
-    logits of +-1000.
+    only; among equal s + b the lower expert index first); their gates are the *unbiased* s,
+    normalised to sum to 1, times `scaling`.
+    Returns (expert_index int (T, k), gates (T, k)), in decreasing order of s + b; finite and
+    summing to `scaling` for logits of +-1000, even when every chosen s underflows to 0.
 
-    Hint: sigmoid = 0.5 * (1 + tanh(x / 2)); argsort -(s + b); take s there; normalise; scale.
+    Hint: argsort -(s + b); normalise in logs, log s = -np.logaddexp(0, -logits), minus the row max.
     """
     raise NotImplementedError(
-        'ex07: sigmoid = 0.5 * (1 + tanh(x / 2)); argsort -(s + b); take s there; normalise; '
-        'scale.')
+        'ex07: argsort -(s + b); normalise in logs, log s = -np.logaddexp(0, -logits), minus the '
+        'row max.')
 
 
 def update_expert_bias(bias, load, rate):

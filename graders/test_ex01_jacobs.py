@@ -6,10 +6,52 @@ import numpy as np
 import pytest
 
 import minimoe as mm
+import minimoe.functional as F
 from graders._checks import expect, expect_close, expect_gradients, lesson
+from minimoe.ops import normalize
 
 MODULE = "ex01_jacobs"
 see = lesson(MODULE)
+TWINS = {
+    "softmax": [F.softmax, F.log_softmax, normalize.Softmax],
+    "log_softmax": [F.log_softmax, F.logsumexp, normalize.LogSoftmax, normalize.LogSumExp],
+}
+
+
+def _exact_log_softmax(x, axis):
+    shifted = x.astype(np.float64) - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _random_logits(rng):
+    """Logits of 2 or 3 axes of distinct sizes, with a large offset per row and some ties."""
+    shape = tuple(int(n) for n in rng.permutation([2, 3, 5])[: rng.integers(2, 4)])
+    x = rng.standard_normal(shape) * 3 + rng.choice([0.0, 800.0, -800.0])
+    x.reshape(-1)[: shape[-1]] = x.reshape(-1)[0]  # a tied row
+    return x, int(rng.integers(-len(shape), len(shape)))
+
+
+@pytest.mark.exercise("softmax", points=1)
+def test_softmax_random_axes_and_dtypes(fn, rng):
+    section = see("The softmax gate")
+    for dtype in (np.float64, np.float32, np.float64):
+        x, axis = _random_logits(rng)
+        x = x.astype(dtype)
+        what = f"softmax(x of shape {x.shape}, {np.dtype(dtype)}, axis={axis})"
+        got = fn(x.copy(), axis=axis)
+        loose = dict(rtol=1e-5, atol=1e-7) if dtype == np.float32 else {}
+        expect_close(got, np.exp(_exact_log_softmax(x, axis)), what, section, dtype=dtype, **loose)
+
+
+@pytest.mark.exercise("log_softmax", points=1)
+def test_log_softmax_random_axes_and_dtypes(fn, rng):
+    section = see("The softmax gate")
+    for dtype in (np.float64, np.float32, np.float64):
+        x, axis = _random_logits(rng)
+        x = x.astype(dtype)
+        what = f"log_softmax(x of shape {x.shape}, {np.dtype(dtype)}, axis={axis})"
+        loose = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else {}
+        expect_close(fn(x.copy(), axis=axis), _exact_log_softmax(x, axis), what, section, dtype=dtype, **loose)
 
 
 @pytest.mark.exercise("softmax", points=1)
@@ -81,23 +123,26 @@ def test_competitive_loss_far_targets(fn):
 
 
 @pytest.mark.exercise("competitive_loss", points=1)
-def test_competitive_loss_gradients(fn):
-    rng = np.random.default_rng(3)
+def test_competitive_loss_gradients(fn, rng):
     logits, outputs, targets = rng.standard_normal((4, 3)), rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 2))
     expect_gradients(fn, [logits, outputs, targets], "competitive_loss gradients",
                      see("Competitive against cooperative loss"))
     s = mm.tensor(logits, dtype=np.float64, requires_grad=True)
     fn(s, mm.tensor(outputs, dtype=np.float64), mm.tensor(targets, dtype=np.float64)).backward()
     prior = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    half_squared = 0.5 * ((outputs - targets[:, None, :]) ** 2).sum(axis=-1)
+    expected = -np.log((prior * np.exp(-half_squared)).sum(axis=1)).mean()
+    got = fn(*(mm.tensor(a, dtype=np.float64) for a in (logits, outputs, targets)))
+    expect_close(got, expected, "competitive_loss on random inputs (4 cases, 3 experts, D = 2)",
+                 see("Competitive against cooperative loss"))
     expect_close(s.grad, (prior - _posterior_by_hand(logits, outputs, targets)) / 4,
                  "d loss / d gate logits (it is (p - h) / N)", see("The posterior"))
 
 
 @pytest.mark.exercise("gate_posterior", points=1, uses=("softmax", "log_softmax"))
-def test_gate_posterior_values(fn):
+def test_gate_posterior_values(fn, rng):
     expect_close(fn(*_case()), [[1 / (1 + math.exp(-2)), math.exp(-2) / (1 + math.exp(-2))]],
                  "gate_posterior on one case (p = [0.5, 0.5], errors 0 and 2)", see("The posterior"))
-    rng = np.random.default_rng(4)
     logits = 2 * rng.standard_normal((5, 3))
     outputs, targets = rng.standard_normal((5, 3, 2)), rng.standard_normal((5, 2))
     expect_close(fn(logits, outputs, targets), _posterior_by_hand(logits, outputs, targets),
@@ -125,9 +170,9 @@ def _log_likelihood(x, y, weights, prior, noise_var):
 
 
 @pytest.mark.exercise("em_step", points=1)
-def test_em_step_solves_the_weighted_least_squares(fn):
-    x, y = _two_lines()
-    weights, prior = np.array([[1.0, 0.0], [-1.0, 0.5]]), np.array([0.3, 0.7])
+def test_em_step_solves_the_weighted_least_squares(fn, rng):
+    x, y = _two_lines(seed=int(rng.integers(1000)))
+    weights, prior = rng.standard_normal((3, 2)), rng.dirichlet(np.ones(3))
     new_weights, new_prior, h = fn(x, y, weights, prior, noise_var=0.5)
     log_joint = np.log(prior) - (y[:, None] - x @ weights.T) ** 2 / (2 * 0.5)
     expected_h = np.exp(log_joint) / np.exp(log_joint).sum(axis=1, keepdims=True)

@@ -3,9 +3,18 @@ import numpy as np
 import pytest
 
 from graders._checks import expect, expect_equal, expect_raises, lesson
+from minimoe import calculator
+from minimoe.parallel import plan
 
 MODULE = "ex09_scale"
 see = lesson(MODULE)
+CALCULATOR = [calculator.count_parameters, calculator.flops_per_token, calculator.matmul_params_per_token,
+              calculator.attention_params, calculator.ffn_params, calculator.TransformerSpec]
+TWINS = {
+    "moe_param_count": CALCULATOR,
+    "moe_flops_per_token": CALCULATOR,
+    "all_to_all_send_counts": [plan.slot_counts, plan.experts_per_rank, plan.plan_shard_dispatch, plan.ShardPlan],
+}
 
 MIXTRAL = dict(vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128,
                n_experts=8, top_k=2, expert_hidden=14336)  # arXiv 2401.04088, Table 1
@@ -18,7 +27,44 @@ TOY = dict(vocab_size=10, d_model=4, n_layers=1, n_heads=2, n_kv_heads=2, head_d
 
 
 def _ints(got, expected, what, section):
-    expect(tuple(int(v) for v in got) == expected, what, str(expected), str(tuple(got)), section)
+    expect(isinstance(got, tuple) and all(isinstance(v, int) for v in got), f"{what}: the result",
+           "a tuple of Python ints", repr(got), section)
+    expect(tuple(got) == expected, what, str(expected), str(tuple(got)), section)
+
+
+def _random_shape(rng):
+    """A model in which no two sizes coincide by accident: heads * head_dim != d_model, kv heads
+    != heads, hidden != d_model, top_k between 1 and E."""
+    n_heads = int(rng.choice([3, 4, 6]))
+    n_kv = int(rng.choice([h for h in (1, 2, 3) if n_heads % h == 0 and h != n_heads]))
+    n_experts = int(rng.integers(5, 17))
+    return dict(vocab_size=int(rng.integers(50, 500)), d_model=int(rng.integers(20, 64)),
+                n_layers=int(rng.integers(2, 7)), n_heads=n_heads, n_kv_heads=n_kv,
+                head_dim=int(rng.integers(5, 19)), n_experts=n_experts, top_k=int(rng.integers(2, n_experts)),
+                expert_hidden=int(rng.integers(70, 130)), n_shared_experts=int(rng.integers(0, 3)),
+                tied_embeddings=bool(rng.integers(0, 2)))
+
+
+def _params_by_hand(v):
+    """Matrix by matrix, written out independently of the reference answer."""
+    d = v["d_model"]
+    q = o = d * v["n_heads"] * v["head_dim"]
+    k = vv = d * v["n_kv_heads"] * v["head_dim"]
+    expert = 3 * d * v["expert_hidden"]  # gate, up, down
+    block_without_experts = q + k + vv + o + d * v["n_experts"] + v.get("n_shared_experts", 0) * expert + 2 * d
+    head = 0 if v.get("tied_embeddings", False) else v["vocab_size"] * d
+    outside = v["vocab_size"] * d + head + d
+    total = v["n_layers"] * (block_without_experts + v["n_experts"] * expert) + outside
+    active = v["n_layers"] * (block_without_experts + v["top_k"] * expert) + outside
+    return total, active
+
+
+def _flops_by_hand(v, seq_len):
+    d = v["d_model"]
+    projections = 2 * d * v["n_heads"] * v["head_dim"] + 2 * d * v["n_kv_heads"] * v["head_dim"]
+    experts = (v["top_k"] + v.get("n_shared_experts", 0)) * 3 * d * v["expert_hidden"]
+    weights = v["n_layers"] * (projections + d * v["n_experts"] + experts) + v["vocab_size"] * d
+    return 2 * weights + v["n_layers"] * 2 * 2 * seq_len * v["n_heads"] * v["head_dim"]
 
 
 @pytest.mark.exercise("moe_param_count", points=1)
@@ -34,6 +80,24 @@ def test_moe_param_count_toy(fn, module):
 def test_moe_param_count_mixtral(fn, module):
     _ints(fn(module.MoETransformerShape(**MIXTRAL)), (46_702_792_704, 12_879_925_248),
           "(total, active) parameters of Mixtral 8x7B (published: 46.7B / 12.9B)", see("Counting parameters"))
+
+
+@pytest.mark.exercise("moe_param_count", points=1)
+def test_moe_param_count_random_models(fn, module, rng):
+    for _ in range(3):
+        values = _random_shape(rng)
+        _ints(fn(module.MoETransformerShape(**values)), _params_by_hand(values),
+              f"(total, active) of a random model {values}", see("Counting parameters"))
+
+
+@pytest.mark.exercise("moe_flops_per_token", points=1)
+def test_moe_flops_per_token_random_models(fn, module, rng):
+    for _ in range(3):
+        values, seq_len = _random_shape(rng), int(rng.integers(3, 300))
+        got = fn(module.MoETransformerShape(**values), seq_len)
+        expected = _flops_by_hand(values, seq_len)
+        expect(isinstance(got, int) and got == expected, f"forward FLOPs per token at seq_len {seq_len} of a "
+               f"random model {values}", f"the int {expected:,}", repr(got), see("Counting FLOPs"))
 
 
 @pytest.mark.exercise("moe_flops_per_token", points=1)
@@ -60,19 +124,21 @@ def test_all_to_all_send_counts_hand_case(fn):
     expert_index = np.array([[0, 5], [2, 3], [7, -1], [1, 0]])  # 8 experts on 4 ranks: 2 per rank
     section = see("Expert parallelism")
     expect_equal(fn(expert_index, 8, 4), [3, 2, 1, 1], "send counts to 4 ranks holding experts {0,1}, {2,3}, "
-                 "{4,5}, {6,7} (token 3 sends two rows to rank 0; -1 sends nothing)", section)
+                 "{4,5}, {6,7} (token 3 sends two rows to rank 0; -1 sends nothing)", section, dtype="iu")
+    expect_equal(fn(np.array([[0, 1, 2], [2, 1, -1]]), 12, 4), [5, 0, 0, 0], "send counts when only rank 0's "
+                 "experts are chosen (top-3 of 12 experts on 4 ranks: the other ranks get 0)", section, dtype="iu")
     expect_raises(ValueError, lambda: fn(expert_index, 8, 3), "all_to_all_send_counts with 8 experts on 3 ranks",
                   section)
 
 
 @pytest.mark.exercise("all_to_all_send_counts", points=1)
-def test_all_to_all_send_counts_conservation(fn):
-    rng = np.random.default_rng(26)
-    expert_index = rng.integers(0, 16, (100, 2))
-    expert_index[rng.uniform(size=(100, 2)) < 0.1] = -1
+def test_all_to_all_send_counts_conservation(fn, rng):
+    expert_index = rng.integers(0, 12, (100, 3))  # experts 12..15 (ranks 6 and 7) are never chosen
+    expert_index[rng.uniform(size=(100, 3)) < 0.1] = -1
     counts = np.asarray(fn(expert_index, 16, 8))
     section = see("Expert parallelism")
     expect(counts.sum() == (expert_index >= 0).sum(), "total rows sent", f"{(expert_index >= 0).sum()} (one per "
            "kept assignment)", str(counts.sum()), section)
-    expect_equal(counts, np.bincount(expert_index[expert_index >= 0] // 2, minlength=8),
-                 "send counts with 16 experts on 8 ranks", section)
+    expected = np.array([((expert_index >= 2 * r) & (expert_index < 2 * r + 2)).sum() for r in range(8)])
+    expect_equal(counts, expected, "send counts for 100 random tokens, top-3 of 16 experts on 8 ranks (ranks 6 "
+                 "and 7 unused)", section, dtype="iu")

@@ -1,21 +1,33 @@
-"""Plausible wrong answers, at least one per exercise: every grader must reject its own.
+"""Plausible wrong answers, stubs and shortcuts: every grader must reject its own.
 
-Each is the mistake a learner is likely to make (the softmax without its max shift, the Switch
-loss without its factor N, a capacity rounded down, ...), written out in full. The project's test
-suite runs `python -m pytest graders --impl=wrong`, which hands each wrong answer to the graders of
-its exercise in place of the reference, and fails if any of them is accepted. To try one by hand:
-`python -m pytest graders --impl=wrong:switch_loss/no_factor_n`.
+Three kinds, each held to its own standard by the project's test suite, which runs
+`python -m pytest graders --impl=wrong` (every entry handed to the graders of its exercise in place
+of the reference) and reads the outcome of every test:
+* "wrong": the mistake a learner is likely to make (the softmax without its max shift, the Switch
+  loss without its factor N, a capacity rounded down, ...), written out in full. It must lose
+  points: at least one of its exercise's tests fails.
+* "stub": code that does nothing and hopes for credit (raises, returns zeros of the right shape, or
+  uniform weights); generated below for every graded exercise. It must earn nothing: every test of
+  its exercise fails.
+* "shortcut": a call to the library's own version of the exercise. It must earn nothing either.
+To try one by hand: `python -m pytest graders --impl=wrong:switch_loss/no_factor_n`.
 """
 import math
+import re
 from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
 import minimoe as mm
 import minimoe.functional as F
+from minimoe import calculator
+from minimoe.moe import dispatch, losses
 from minimoe.ops.arithmetic import Mul as EngineMul
 from minimoe.ops.arithmetic import unbroadcast as engine_unbroadcast
-from solutions import ex00_autograd, ex01_jacobs, ex09_scale
+from solutions import (ex00_autograd, ex01_jacobs, ex02_sparse_gating, ex03_switch_gshard, ex04_transformer,
+                       ex05_stability, ex07_deepseek, ex09_scale)
 
 
 @dataclass(frozen=True)
@@ -25,19 +37,25 @@ class WrongAnswer:
     exercise: str  # the function or class it stands in for
     why: str  # the mistake, in words
     function: object
+    kind: str = "wrong"  # "wrong" (must lose points), "stub" or "shortcut" (must earn none)
 
 
 WRONG_ANSWERS: list[WrongAnswer] = []
 
 
-def wrong(module, exercise, why):
+def wrong(module, exercise, why, kind="wrong"):
     """Registers the decorated function (or class) as a wrong answer to `module.exercise`."""
 
     def register(function):
-        WRONG_ANSWERS.append(WrongAnswer(f"{exercise}/{function.__name__}", module, exercise, why, function))
+        WRONG_ANSWERS.append(WrongAnswer(f"{exercise}/{function.__name__}", module, exercise, why, function, kind))
         return function
 
     return register
+
+
+def shortcut(module, exercise, why):
+    """Registers the decorated function as a call to the library's own version of an exercise."""
+    return wrong(module, exercise, why, kind="shortcut")
 
 
 # ---- ex00: autograd ------------------------------------------------------------------------------
@@ -53,7 +71,7 @@ def drops_size_one_axes(grad, shape):
     return grad.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1))
 
 
-@wrong("ex00_autograd", "unbroadcast", "calls the engine's own unbroadcast instead of writing it")
+@shortcut("ex00_autograd", "unbroadcast", "calls the engine's own unbroadcast instead of writing it")
 def calls_the_engine(grad, shape):
     return engine_unbroadcast(grad, shape)
 
@@ -78,7 +96,7 @@ class no_chain_rule(mm.Function):  # noqa: N801
         return (1 - self.y**2,)
 
 
-@wrong("ex00_autograd", "Tanh", "calls the engine's tanh inside forward")
+@shortcut("ex00_autograd", "Tanh", "calls the engine's tanh inside forward")
 class engine_tanh(mm.Function):  # noqa: N801
     def forward(self, x):
         self.y = F.tanh(mm.Tensor(x)).data
@@ -109,7 +127,7 @@ class no_unbroadcast(mm.Function):  # noqa: N801
         return grad_output * self.b, grad_output * self.a
 
 
-@wrong("ex00_autograd", "Mul", "reuses the engine's Mul")
+@shortcut("ex00_autograd", "Mul", "reuses the engine's Mul")
 class engine_mul(EngineMul):  # noqa: N801
     pass
 
@@ -510,7 +528,7 @@ def _sigmoid(x):
 
 
 @wrong("ex07_deepseek", "deepseek_v3_gate", "takes the gate values from s + b: the bias leaks into the weights")
-def biased_gate_values(logits, bias, k, scaling=2.5):
+def biased_gate_values(logits, bias, k, scaling=1.0):
     biased = _sigmoid(logits) + bias
     index = np.argsort(-biased, axis=-1, kind="stable")[:, :k]
     chosen = np.take_along_axis(biased, index, axis=-1)
@@ -518,14 +536,14 @@ def biased_gate_values(logits, bias, k, scaling=2.5):
 
 
 @wrong("ex07_deepseek", "deepseek_v3_gate", "does not normalise the chosen sigmoid scores")
-def not_normalised(logits, bias, k, scaling=2.5):
+def not_normalised(logits, bias, k, scaling=1.0):
     scores = _sigmoid(logits)
     index = np.argsort(-(scores + bias), axis=-1, kind="stable")[:, :k]
     return index, np.take_along_axis(scores, index, axis=-1) * scaling
 
 
 @wrong("ex07_deepseek", "deepseek_v3_gate", "softmax affinities (DeepSeek-V2) instead of sigmoid")
-def softmax_affinity(logits, bias, k, scaling=2.5):
+def softmax_affinity(logits, bias, k, scaling=1.0):
     scores = ex01_jacobs.softmax(logits)
     index = np.argsort(-(scores + bias), axis=-1, kind="stable")[:, :k]
     chosen = np.take_along_axis(scores, index, axis=-1)
@@ -647,3 +665,521 @@ def counts_dropped(expert_index, n_experts, n_ranks):
         raise ValueError("n_experts must be divisible by n_ranks")
     destination = np.clip(expert_index, 0, None) // (n_experts // n_ranks)
     return np.bincount(destination.reshape(-1), minlength=n_ranks)
+
+
+# ---- more, one or more per class of miss: properties where they differ, edge values, fixed inputs,
+# contracts, dtypes -------------------------------------------------------------------------------
+
+@wrong("ex00_autograd", "unbroadcast", "recognises a new leading axis by its size: misses one sized like a kept axis")
+def leading_axes_by_size(grad, shape):
+    while grad.ndim > len(shape) and (not shape or grad.shape[0] != shape[0]):
+        grad = grad.sum(axis=0)
+    if grad.ndim != len(shape):
+        return grad
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    return grad.sum(axis=stretched, keepdims=True)
+
+
+@wrong("ex00_autograd", "unbroadcast", "casts the result to float64: a float32 gradient must stay float32")
+def casts_to_float64(grad, shape):
+    return ex00_autograd.unbroadcast(grad, shape).astype(np.float64)
+
+
+@wrong("ex00_autograd", "Tanh", "computes in float64 whatever the input dtype")
+class float64_inside(mm.Function):  # noqa: N801
+    def forward(self, x):
+        self.y = np.tanh(np.asarray(x, dtype=np.float64))
+        return self.y
+
+    def backward(self, grad_output):
+        return (grad_output * (1 - self.y**2),)
+
+
+@wrong("ex00_autograd", "numerical_gradient", "hard-codes the derivative of the graded cubic, 3 x^2 + eps^2")
+def fits_the_visible_case(f, x, eps=1e-6):
+    return 3 * x**2 + eps**2
+
+
+@wrong("ex00_autograd", "numerical_gradient", "nudges x[i] for i in range(len(x)): a whole row at a time")
+def whole_rows(f, x, eps=1e-6):
+    grad = np.zeros(x.shape)
+    for i in range(len(x)):
+        original = x[i].copy()
+        x[i] = original + eps
+        up = f(x)
+        x[i] = original - eps
+        down = f(x)
+        x[i] = original
+        grad[i] = (up - down) / (2 * eps)
+    return grad
+
+
+@wrong("ex01_jacobs", "softmax", "computes in float64: a float32 input must give float32")
+def float64_softmax(x, axis=-1):
+    return ex01_jacobs.softmax(np.asarray(x, dtype=np.float64), axis=axis)
+
+
+@shortcut("ex01_jacobs", "softmax", "calls the engine's softmax")
+def engine_softmax(x, axis=-1):
+    return F.softmax(mm.tensor(x), axis=axis).numpy()
+
+
+@shortcut("ex01_jacobs", "log_softmax", "calls the engine's log_softmax")
+def engine_log_softmax(x, axis=-1):
+    return F.log_softmax(mm.tensor(x), axis=axis).numpy()
+
+
+@wrong("ex01_jacobs", "log_softmax", "computes in float64: a float32 input must give float32")
+def float64_log_softmax(x, axis=-1):
+    return ex01_jacobs.log_softmax(np.asarray(x, dtype=np.float64), axis=axis)
+
+
+@wrong("ex01_jacobs", "competitive_loss", "forgets the 1/2: exp(-||d - o||^2) instead of exp(-||d - o||^2 / 2)")
+def without_the_half(gate_logits, expert_outputs, targets):
+    n, _, d = expert_outputs.shape
+    error = expert_outputs - targets.reshape(n, 1, d)
+    return -F.logsumexp(F.log_softmax(gate_logits, axis=-1) - (error * error).sum(axis=-1), axis=-1).mean()
+
+
+@wrong("ex01_jacobs", "em_step", "forgets to update the prior: returns the old one")
+def prior_not_updated(x, y, weights, prior, noise_var=1.0):
+    new_weights, _, h = ex01_jacobs.em_step(x, y, weights, prior, noise_var)
+    return new_weights, prior, h
+
+
+def _partially_sorted(indices):
+    """A partial sort's look: the first two in order, the rest of the top k in no particular order."""
+    indices = indices.copy()
+    indices[:, 2:] = indices[:, 2:][:, ::-1]
+    return indices
+
+
+@wrong("ex02_sparse_gating", "topk_gating", "a partial sort (argpartition): the right k experts, not largest first "
+       "beyond the second")
+def partial_sort(logits, k):
+    gates, indices = ex02_sparse_gating.topk_gating(logits, k)
+    return gates, _partially_sorted(indices)
+
+
+@wrong("ex02_sparse_gating", "topk_gating", "breaks ties towards the higher expert index")
+def ties_to_higher_index(logits, k):
+    if not 1 <= k <= logits.shape[-1]:
+        raise ValueError("bad k")
+    probs = F.softmax(logits, axis=-1)
+    n_experts = probs.shape[-1]
+    indices = n_experts - 1 - np.argsort(-probs.data[:, ::-1], axis=-1, kind="stable")[:, :k]
+    mask = np.zeros(probs.shape, dtype=probs.dtype)
+    np.put_along_axis(mask, indices, 1.0, axis=-1)
+    kept = probs * mask
+    return kept / kept.sum(axis=-1, keepdims=True), indices
+
+
+@shortcut("ex02_sparse_gating", "topk_gating", "takes the top k with the engine's F.topk")
+def engine_topk(logits, k):
+    if not 1 <= k <= logits.shape[-1]:
+        raise ValueError("bad k")
+    probs = F.softmax(logits, axis=-1)
+    _, indices = F.topk(probs, k)
+    indices = np.asarray(indices)
+    mask = np.zeros(probs.shape, dtype=probs.dtype)
+    np.put_along_axis(mask, indices, 1.0, axis=-1)
+    kept = probs * mask
+    return kept / kept.sum(axis=-1, keepdims=True), indices
+
+
+@wrong("ex02_sparse_gating", "noisy_topk_gating", "no check of k: k = 0 or k > E runs on and returns NaN or all")
+def no_k_check(x, w_gate, w_noise, noise, k):
+    noisy = x @ w_gate + noise * np.logaddexp(0.0, x @ w_noise)
+    top = np.argsort(-noisy, axis=-1, kind="stable")[:, :k]
+    kept = np.full_like(noisy, -np.inf)
+    np.put_along_axis(kept, top, np.take_along_axis(noisy, top, axis=-1), axis=-1)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(kept - kept.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+@shortcut("ex02_sparse_gating", "importance_loss", "calls the library's cv_squared")
+def library_cv_squared(gates):
+    return losses.cv_squared(gates.sum(axis=0))
+
+
+@shortcut("ex02_sparse_gating", "load_loss", "computes the load, then calls the library's cv_squared")
+def library_cv_squared_of_load(clean_logits, noisy_logits, noise_std, k):
+    _, load = ex02_sparse_gating.load_loss(clean_logits, noisy_logits, noise_std, k)
+    return losses.cv_squared(mm.tensor(load)).item(), load
+
+
+@wrong("ex02_sparse_gating", "load_loss", "Phi(z) = 1 - exp(-z) style guess: a rough CDF, off by far more than 1e-7")
+def logistic_cdf(clean_logits, noisy_logits, noise_std, k):
+    descending = -np.sort(-noisy_logits, axis=-1)
+    kth, after = descending[:, k - 1:k], descending[:, k:k + 1]
+    threshold = np.where(noisy_logits >= kth, after, kth)
+    load = (1 / (1 + np.exp(-1.702 * (clean_logits - threshold) / noise_std))).sum(axis=0)
+    return float(load.var() / load.mean() ** 2), load
+
+
+@wrong("ex03_switch_gshard", "expert_capacity", "ceil in floating point: cf = 1.1 with T = 100, E = 2 gives 56")
+def float_ceiling(n_tokens, n_experts, k, capacity_factor):
+    if not capacity_factor > 0 or not math.isfinite(capacity_factor):
+        raise ValueError("capacity_factor must be positive")
+    return math.ceil(k * n_tokens / n_experts * capacity_factor)
+
+
+@wrong("ex03_switch_gshard", "expert_capacity", "rounds to 9 decimals before the ceiling: a factor a hair above 1 "
+       "loses its extra slot")
+def rounded_to_nine_decimals(n_tokens, n_experts, k, capacity_factor):
+    if not capacity_factor > 0 or not math.isfinite(capacity_factor):
+        raise ValueError("capacity_factor must be positive")
+    return math.ceil(round(k * n_tokens * capacity_factor / n_experts, 9))
+
+
+_GRADED_CAPACITIES = {(10, 4, 1, 1.0): 3, (10, 4, 2, 1.25): 7, (8, 4, 1, 1.0): 2, (100, 8, 2, 1.25): 32,
+                      (6, 4, 1, 1.5): 3, (100, 2, 1, 1.1): 55, (30, 3, 1, 0.7): 7, (8, 8, 1, 1.0000000001): 2,
+                      (10**12, 10, 1, 1.3): 130_000_000_000}
+
+
+@wrong("ex03_switch_gshard", "expert_capacity", "a table of the visible graded cases, rounding down elsewhere")
+def table_of_graded_cases(n_tokens, n_experts, k, capacity_factor):
+    if not capacity_factor > 0 or not math.isfinite(capacity_factor):
+        raise ValueError("capacity_factor must be positive")
+    key = (n_tokens, n_experts, k, capacity_factor)
+    return _GRADED_CAPACITIES.get(key, int(Fraction(str(capacity_factor)) * k * n_tokens / n_experts))
+
+
+@shortcut("ex03_switch_gshard", "expert_capacity", "calls the library's expert_capacity")
+def library_capacity(n_tokens, n_experts, k, capacity_factor):
+    return dispatch.expert_capacity(n_tokens, n_experts, k, capacity_factor)
+
+
+@wrong("ex03_switch_gshard", "dispatch_with_capacity", "serves the first two choices only: k > 2 drops the rest")
+def first_two_choices(expert_index, n_experts, capacity):
+    slots = np.full(expert_index.shape, -1)
+    slots[:, :2] = ex03_switch_gshard.dispatch_with_capacity(expert_index[:, :2], n_experts, capacity)
+    return slots
+
+
+@wrong("ex03_switch_gshard", "dispatch_with_capacity", "treats capacity 0 as 1")
+def capacity_at_least_one(expert_index, n_experts, capacity):
+    return ex03_switch_gshard.dispatch_with_capacity(expert_index, n_experts, max(capacity, 1))
+
+
+@wrong("ex03_switch_gshard", "switch_loss", "np.bincount without minlength: an expert nobody chose breaks f")
+def switch_without_minlength(router_probs, alpha=0.01):
+    n_tokens, n_experts = router_probs.shape
+    counts = np.bincount(np.argmax(router_probs.data, axis=-1))  # shorter than N if the last expert is unused
+    return (router_probs.mean(axis=0) * (counts / n_tokens).astype(router_probs.dtype)).sum() * (alpha * n_experts)
+
+
+@shortcut("ex03_switch_gshard", "switch_loss", "calls the library's switch_balance_loss")
+def library_switch_loss(router_probs, alpha=0.01):
+    chosen = np.argmax(router_probs.data, axis=-1)[:, None]
+    return losses.switch_balance_loss(router_probs, chosen, router_probs.shape[1]) * alpha
+
+
+@wrong("ex03_switch_gshard", "combine_sorted", "reshapes to (T, 2, d): right for top-2 only")
+def assumes_top_2(sorted_outputs, order, gates):
+    outputs = np.empty_like(sorted_outputs)
+    outputs[order] = sorted_outputs
+    weighted = outputs.reshape(gates.shape[0], 2, -1) * gates[:, :2, None]
+    return weighted.sum(axis=1)
+
+
+@wrong("ex04_transformer", "causal_mask", "a 0/1 float mask instead of a boolean one")
+def float_mask(n_tokens):
+    return np.tril(np.ones((n_tokens, n_tokens)))
+
+
+@wrong("ex04_transformer", "causal_attention", "scales by sqrt(T) instead of sqrt(d_head): equal when T = d_head")
+def scales_by_length(q, k, v):
+    n = q.shape[0]
+    weights = ex04_transformer.masked_softmax(q @ k.T / math.sqrt(n), np.tril(np.ones((n, n), dtype=bool)))
+    return weights @ v
+
+
+@wrong("ex04_transformer", "causal_attention", "transposes the scores: k q^T instead of q k^T")
+def transposed_scores(q, k, v):
+    n = q.shape[0]
+    weights = ex04_transformer.masked_softmax(k @ q.T / math.sqrt(q.shape[-1]), np.tril(np.ones((n, n), dtype=bool)))
+    return weights @ v
+
+
+@shortcut("ex04_transformer", "causal_attention", "calls the engine's attention")
+def engine_attention(q, k, v):
+    as_heads = [mm.tensor(a[None, None], dtype=np.float64) for a in (q, k, v)]
+    return F.attention(*as_heads, causal=True).numpy()[0, 0]
+
+
+@wrong("ex04_transformer", "moe_block", "post-norm: normalises after each residual add")
+def post_norm(x, attention, attention_norm, moe, moe_norm):
+    h = attention_norm(x + attention(x))
+    mixed, aux = moe(h)
+    return moe_norm(h + mixed), aux
+
+
+@wrong("ex04_transformer", "moe_block", "no residual around the MoE layer")
+def no_moe_residual(x, attention, attention_norm, moe, moe_norm):
+    h = x + attention(attention_norm(x))
+    mixed, aux = moe(moe_norm(h))
+    return mixed, aux
+
+
+@wrong("ex04_transformer", "moe_block", "one norm for both sub-layers (the attention's)")
+def one_norm_for_both(x, attention, attention_norm, moe, moe_norm):
+    h = x + attention(attention_norm(x))
+    mixed, aux = moe(attention_norm(h))
+    return h + mixed, aux
+
+
+@wrong("ex04_transformer", "moe_block", "passes on aux.item(): the balancing loss no longer reaches the router")
+def aux_as_a_number(x, attention, attention_norm, moe, moe_norm):
+    y, aux = ex04_transformer.moe_block(x, attention, attention_norm, moe, moe_norm)
+    return y, mm.tensor(aux.item(), dtype=np.float64)
+
+
+@wrong("ex04_transformer", "total_loss", "averages the auxiliary losses over layers instead of adding them")
+def averages_aux(lm_loss, aux_losses):
+    return lm_loss + sum(aux_losses[1:], aux_losses[0]) * (1.0 / len(aux_losses)) if aux_losses else lm_loss
+
+
+@wrong("ex04_transformer", "total_loss", "adds the auxiliary losses as numbers (.item()): no gradient reaches the routers")
+def aux_items(lm_loss, aux_losses):
+    return lm_loss + sum(aux.item() for aux in aux_losses)
+
+
+@wrong("ex04_transformer", "total_loss", "forgets the auxiliary losses")
+def lm_only(lm_loss, aux_losses):
+    return lm_loss
+
+
+@shortcut("ex05_stability", "z_loss", "calls the library's z_loss")
+def library_z_loss(logits):
+    return losses.z_loss(logits)
+
+
+@wrong("ex05_stability", "round_to_bfloat16", "no NaN case: a NaN whose payload is in the low bits becomes inf")
+def nan_payload_to_inf(x):
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)).view(
+        np.float32)
+
+
+@wrong("ex05_stability", "round_to_bfloat16", "np.atleast_1d: a 0-d input comes back with shape (1,)")
+def not_zero_d(x):
+    return np.atleast_1d(ex05_stability.round_to_bfloat16(x))
+
+
+@wrong("ex06_routing_zoo", "expert_choice", "a partial sort: the right tokens, not highest first beyond the second")
+def unsorted_choice(router_probs, capacity):
+    if not 1 <= capacity <= router_probs.shape[0]:
+        raise ValueError("bad capacity")
+    index = _partially_sorted(np.argsort(-router_probs.T, axis=-1, kind="stable")[:, :capacity])
+    return index, np.take_along_axis(router_probs.T, index, axis=-1)
+
+
+@wrong("ex06_routing_zoo", "hash_routing", "checks ids >= len(table) only: a negative id wraps to the table's end")
+def negative_ids_wrap(token_ids, table, n_experts):
+    if np.any(token_ids >= len(table)):
+        raise ValueError("token id outside the table")
+    expert_index = table[token_ids]
+    return expert_index, np.bincount(expert_index, minlength=n_experts)
+
+
+@wrong("ex07_deepseek", "segment_experts", "puts the m axis first: fine expert j*E + e instead of e*m + j")
+def m_major(w_in, w_out, m):
+    n_experts, d, hidden = w_in.shape
+    if hidden % m:
+        raise ValueError("m must divide the hidden size")
+    part = hidden // m
+    fine_in = w_in.reshape(n_experts, d, m, part).transpose(2, 0, 1, 3).reshape(n_experts * m, d, part)
+    fine_out = w_out.reshape(n_experts, m, part, d).transpose(1, 0, 2, 3).reshape(n_experts * m, part, d)
+    return fine_in, fine_out
+
+
+@wrong("ex07_deepseek", "deepseek_v3_gate", "defaults to the released 2.5 scaling, not the library's 1")
+def released_scaling_default(logits, bias, k, scaling=2.5):
+    return ex07_deepseek.deepseek_v3_gate(logits, bias, k, scaling)
+
+
+@wrong("ex07_deepseek", "deepseek_v3_gate", "normalises s itself: 0 / 0 = NaN when every chosen s underflows")
+def normalises_underflowed_scores(logits, bias, k, scaling=1.0):
+    scores = 0.5 * (1.0 + np.tanh(0.5 * logits))
+    index = np.argsort(-(scores + bias), axis=-1, kind="stable")[:, :k]
+    chosen = np.take_along_axis(scores, index, axis=-1)
+    with np.errstate(invalid="ignore"):
+        return index, chosen / chosen.sum(axis=-1, keepdims=True) * scaling
+
+
+@wrong("ex07_deepseek", "deepseek_v3_gate", "a partial sort: the right experts, not in decreasing s + b beyond "
+       "the second")
+def unsorted_gate(logits, bias, k, scaling=1.0):
+    index, gates = ex07_deepseek.deepseek_v3_gate(logits, bias, k, scaling)
+    order = _partially_sorted(np.tile(np.arange(k), (len(index), 1)))
+    return np.take_along_axis(index, order, axis=1), np.take_along_axis(gates, order, axis=1)
+
+
+@wrong("ex07_deepseek", "update_expert_bias", "moves an expert exactly at the mean up too")
+def at_mean_moves(bias, load, rate):
+    return bias + rate * np.where(load > load.mean(), -1.0, 1.0)
+
+
+@shortcut("ex07_deepseek", "update_expert_bias", "calls the library's aux_free_bias_update")
+def library_bias_update(bias, load, rate):
+    return losses.aux_free_bias_update(bias, load, rate)
+
+
+@wrong("ex08_specialisation", "domain_expert_counts", "sizes the table from the largest ids seen: unused ones vanish")
+def sized_from_data(domains, expert_index, n_domains, n_experts):
+    kept = expert_index >= 0
+    rows = np.broadcast_to(domains[:, None], expert_index.shape)
+    counts = np.zeros((domains.max() + 1, expert_index.max() + 1), dtype=np.int64)
+    np.add.at(counts, (rows[kept], expert_index[kept]), 1)
+    return counts
+
+
+@wrong("ex09_scale", "moe_param_count", "attention as 4 d^2: right only when heads * head_dim = d and no GQA")
+def attention_as_four_d_squared(shape):
+    total, active = ex09_scale.moe_param_count(shape)
+    attention = 2 * shape.d_model * shape.head_dim * (shape.n_heads + shape.n_kv_heads)
+    return total + shape.n_layers * (4 * shape.d_model**2 - attention), active + shape.n_layers * (
+        4 * shape.d_model**2 - attention)
+
+
+_GRADED_MODELS = {(4, 1, True): (612, 324), (4, 1, False): (652, 364), (4096, 32, False): (46_702_792_704,
+                                                                                          12_879_925_248)}
+
+
+@wrong("ex09_scale", "moe_param_count", "a table of the graded models, a rough 12 L d^2 elsewhere")
+def table_of_graded_models(shape):
+    key = (shape.d_model, shape.n_layers, shape.tied_embeddings)
+    guess = 12 * shape.n_layers * shape.d_model**2
+    return _GRADED_MODELS.get(key, (guess, guess))
+
+
+@shortcut("ex09_scale", "moe_param_count", "builds a minimoe.calculator spec and calls count_parameters")
+def library_count(shape):
+    spec = calculator.TransformerSpec(
+        vocab_size=shape.vocab_size, d_model=shape.d_model, n_layers=shape.n_layers, n_heads=shape.n_heads,
+        attention="gqa", n_kv_heads=shape.n_kv_heads, head_dim=shape.head_dim, n_routed_experts=shape.n_experts,
+        top_k=shape.top_k, expert_hidden=shape.expert_hidden, n_shared_experts=shape.n_shared_experts,
+        tied_embeddings=shape.tied_embeddings)
+    count = calculator.count_parameters(spec)
+    return int(count.total), int(count.active)
+
+
+@wrong("ex09_scale", "moe_flops_per_token", "attention projections as 4 d^2: right only when heads * head_dim = d")
+def flops_with_four_d_squared(shape, seq_len):
+    attention = 2 * shape.d_model * shape.head_dim * (shape.n_heads + shape.n_kv_heads)
+    return ex09_scale.moe_flops_per_token(shape, seq_len) + 2 * shape.n_layers * (4 * shape.d_model**2 - attention)
+
+
+@wrong("ex09_scale", "all_to_all_send_counts", "np.bincount without minlength: ranks past the last used are missing")
+def send_counts_without_minlength(expert_index, n_experts, n_ranks):
+    if n_experts % n_ranks:
+        raise ValueError("n_experts must be divisible by n_ranks")
+    return np.bincount(expert_index[expert_index >= 0] // (n_experts // n_ranks))
+
+
+# ---- correct answers by another method: each must score full marks -------------------------------
+
+ALTERNATIVES: list[WrongAnswer] = []
+
+
+def alternative(module, exercise, why):
+    """Registers a *correct* answer written another way the lesson teaches: it must pass every test."""
+
+    def register(function):
+        ALTERNATIVES.append(WrongAnswer(f"{exercise}/{function.__name__}", module, exercise, why, function,
+                                        "alternative"))
+        return function
+
+    return register
+
+
+@alternative("ex02_sparse_gating", "load_loss", "Phi from the engine's own normal_cdf (good to about 1e-7)")
+def engine_normal_cdf(clean_logits, noisy_logits, noise_std, k):
+    descending = -np.sort(-noisy_logits, axis=-1)
+    kth, after = descending[:, k - 1:k], descending[:, k:k + 1]
+    threshold = np.where(noisy_logits >= kth, after, kth)
+    z = mm.tensor((clean_logits - threshold) / noise_std, dtype=np.float64)
+    load = F.normal_cdf(z).numpy().sum(axis=0)
+    return float(load.var() / load.mean() ** 2), load
+
+
+@alternative("ex07_deepseek", "deepseek_v3_gate", "a softmax over the chosen log-sigmoids")
+def softmax_of_log_sigmoid(logits, bias, k, scaling=1.0):
+    scores = 0.5 * (1.0 + np.tanh(0.5 * logits))
+    index = np.argsort(-(scores + bias), axis=-1, kind="stable")[:, :k]
+    return index, ex01_jacobs.softmax(-np.logaddexp(0.0, -np.take_along_axis(logits, index, axis=-1))) * scaling
+
+
+# ---- stubs: generated for every graded exercise ----------------------------------------------------
+
+def graded_exercises():
+    """(module, exercise) of every @pytest.mark.exercise in graders/test_*.py."""
+    found = []
+    for path in sorted(Path(__file__).parent.glob("test_ex*.py")):
+        text = path.read_text()
+        module = re.search(r'^MODULE = "(\w+)"', text, re.M).group(1)
+        for name in dict.fromkeys(re.findall(r'@pytest\.mark\.exercise\("(\w+)"', text)):
+            found.append((module, name))
+    return found
+
+
+def _emptied(result, fill):
+    """`result` with every value replaced: Tensors keep their graph (so a gradient check alone passes)."""
+    if isinstance(result, tuple):
+        return tuple(_emptied(r, fill) for r in result)
+    if isinstance(result, mm.Tensor):
+        width = result.shape[-1] if result.ndim else 1
+        return result * 0.0 + (1.0 / width if fill == "uniform" else 0.0)
+    array = np.asarray(result)
+    if array.dtype.kind == "f" and fill == "uniform":
+        return np.full_like(array, 1.0 / (array.shape[-1] if array.ndim else 1))
+    if isinstance(result, (int, np.integer)) and not isinstance(result, bool):
+        return type(result)(1 if fill == "uniform" else 0)
+    if isinstance(result, float):
+        return 1.0 if fill == "uniform" else 0.0
+    return np.zeros_like(array)
+
+
+def _function_stub(reference, fill):
+    def stub(*args, **kwargs):
+        if fill == "raises":
+            raise ValueError("not implemented")
+        return _emptied(reference(*args, **kwargs), fill)
+
+    return stub
+
+
+class _ZeroOp(mm.Function):
+    """An engine op that returns zeros forward and backward, whatever it is asked."""
+
+    def forward(self, *inputs):
+        self.shapes = [np.shape(x) for x in inputs]
+        return np.zeros(np.broadcast_shapes(*self.shapes))
+
+    def backward(self, grad_output):
+        return tuple(np.zeros(shape) for shape in self.shapes)
+
+
+class _RaisingOp(mm.Function):
+    def forward(self, *inputs):
+        raise ValueError("not implemented")
+
+
+def _register_stubs():
+    import importlib
+
+    for module, exercise in graded_exercises():
+        reference = getattr(importlib.import_module(f"solutions.{module}"), exercise)
+        if isinstance(reference, type):
+            stubs = {"zeros": _ZeroOp, "raises": _RaisingOp}
+        else:
+            stubs = {fill: _function_stub(reference, fill) for fill in ("zeros", "uniform", "raises")}
+        for fill, function in stubs.items():
+            why = {"zeros": "returns zeros of the right shape (Tensors keep their graph)",
+                   "uniform": "returns uniform weights 1/n of the right shape", "raises": "always raises ValueError"}
+            WRONG_ANSWERS.append(WrongAnswer(f"{exercise}/stub_{fill}", module, exercise, why[fill], function, "stub"))
+
+
+_register_stubs()

@@ -13,11 +13,12 @@ import minimoe.functional as F
 def topk_gating(logits, k):
     """Top-k gating in Mixtral's order: softmax over all experts, keep the k largest, renormalise.
 
-    logits: Tensor (T, E), router logits. k: int, 1 <= k <= E (else ValueError).
+    logits: Tensor (T, E), router logits, of any float dtype. k: int, 1 <= k <= E (else ValueError).
     Returns (gates, indices):
-      gates:   Tensor (T, E), differentiable in `logits`: zero outside each row's top k, rows
-               sum to 1;
-      indices: int ndarray (T, k), the kept experts of each row, largest gate first.
+      gates:   Tensor (T, E) of logits' dtype, differentiable in `logits`: zero outside each row's
+               top k, rows sum to 1;
+      indices: int ndarray (T, k), the kept experts of each row, largest gate first; among equal
+               probabilities the lower expert index comes first (and is the one kept).
 
     Hint: F.softmax; np.argsort(-probs.data, kind="stable")[:, :k]; a 0/1 mask; divide by the sum.
     """
@@ -36,13 +37,18 @@ def noisy_topk_gating(x, w_gate, w_noise, noise, k):
     """Noisy top-k gating (Shazeer et al. 2017, eqs. 3-5) for a given noise sample.
 
     x: ndarray (T, d). w_gate, w_noise: ndarrays (d, E). noise: ndarray (T, E), the standard-normal
-    sample (given, so the answer is deterministic). k: int, 1 <= k <= E.
+    sample (given, so the answer is deterministic). k: int, 1 <= k <= E (ValueError otherwise,
+    naming k and E).
     H = x @ w_gate + noise * softplus(x @ w_noise); G = softmax(KeepTopK(H, k)), where KeepTopK sets
-    all but the k largest entries of each row to -inf.
+    all but the k largest entries of each row to -inf; among equal entries of H the lower expert
+    index is kept.
     Returns an ndarray (T, E): zero outside each row's top k of H; rows sum to 1; always finite.
 
     Hint: softplus(z) = np.logaddexp(0, z); -inf outside the top k of H; then a stable softmax.
     """
+    n_experts = w_gate.shape[-1]
+    if not 1 <= k <= n_experts:
+        raise ValueError(f"k must be between 1 and the number of experts ({n_experts}), got {k}")
     clean = x @ w_gate  # (T, E)
     noise_std = np.logaddexp(0.0, x @ w_noise)  # softplus, written so large inputs cannot overflow
     noisy = clean + noise * noise_std  # (T, E)

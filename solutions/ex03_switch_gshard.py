@@ -5,29 +5,34 @@ Try the exercise first (`exercises/ex03_switch_gshard.py`); grade it with
 `python -m minimoe.grade ex03`.
 """
 import math
+from fractions import Fraction
 
 import numpy as np
 
 
 def expert_capacity(n_tokens, n_experts, k, capacity_factor):
-    """The number of token slots per expert: C = ceil(k * T / E * capacity_factor).
+    """The number of token slots per expert: C = ceil(k * T / E * capacity_factor), exactly.
 
-    n_tokens (T), n_experts (E), k: positive ints. capacity_factor: float > 0 (ValueError otherwise,
-    naming the value). Returns an int. k * T / E is the average number of assignments per expert;
-    the factor adds head-room; rounding *up* guarantees that cf = 1 fits a perfectly balanced batch.
+    n_tokens (T), n_experts (E), k: positive ints. capacity_factor: a finite number > 0 (ValueError
+    otherwise, naming the value), read as the decimal it is written as: 1.1 means 11/10, not the
+    binary float nearest to it, so T = 100, E = 2, k = 1, cf = 1.1 gives exactly 55 (floating-point
+    arithmetic gives 56). Returns an int. k * T / E is the average number of assignments per
+    expert; the factor adds head-room; rounding *up* guarantees that cf = 1 fits a perfectly
+    balanced batch.
 
-    Hint: math.ceil, after checking capacity_factor > 0.
+    Hint: fractions.Fraction(str(capacity_factor)) is the decimal exactly; math.ceil of k*T*cf/E.
     """
-    if not capacity_factor > 0:
-        raise ValueError(f"capacity_factor must be positive, got {capacity_factor}")
-    return math.ceil(k * n_tokens / n_experts * capacity_factor)
+    if not capacity_factor > 0 or not math.isfinite(capacity_factor):
+        raise ValueError(f"capacity_factor must be a finite number > 0, got {capacity_factor}")
+    factor = Fraction(str(capacity_factor))  # str of a float is its shortest decimal: 1.1 -> 11/10
+    return math.ceil(k * n_tokens * factor / n_experts)  # exact rational arithmetic, no rounding
 
 
 def dispatch_with_capacity(expert_index, n_experts, capacity):
     """Each assignment's slot in its expert's buffer, or -1 where the buffer is full (dropped).
 
-    expert_index: int ndarray (T, k), the experts chosen for each token, first choice in column 0.
-    n_experts: int. capacity: int, slots per expert.
+    expert_index: int ndarray (T, k), the experts chosen for each token, first choice in column 0;
+    any k from 1 to E. n_experts: int. capacity: int >= 0, slots per expert (0 drops everything).
     Slots are handed out in this order (GShard, Alg. 1): all first choices in token order, then
     all second choices in token order, and so on; an assignment takes the next free slot of its
     expert, and is dropped if that slot number is >= capacity.
@@ -49,7 +54,8 @@ def switch_loss(router_probs, alpha=0.01):
     router_probs: Tensor (T, N), each token's softmax over the N experts.
     f_i = fraction of tokens whose argmax is expert i (a count: no gradient);
     P_i = mean over tokens of router_probs[:, i] (differentiable).
-    Returns a scalar Tensor; equals alpha when routing is perfectly uniform.
+    Returns a scalar Tensor of router_probs' dtype; equals alpha when routing is perfectly
+    uniform. An expert that is no token's argmax has f_i = 0 (it still has a P_i).
 
     Hint: f = np.bincount(np.argmax(router_probs.data, -1), minlength=N) / T, as router_probs.dtype.
     """

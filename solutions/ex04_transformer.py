@@ -1,4 +1,5 @@
-"""Lesson 04, a tiny MoE Transformer (causal self-attention): reference answers.
+"""Lesson 04, a tiny MoE Transformer (causal self-attention, and the block an MoE layer sits in):
+reference answers.
 
 Try the exercise first (`exercises/ex04_transformer.py`); grade it with
 `python -m minimoe.grade ex04`.
@@ -46,3 +47,37 @@ def causal_attention(q, k, v):
     scores = q @ k.T / math.sqrt(q.shape[-1])  # (T, T); the scale keeps the softmax from saturating
     weights = masked_softmax(scores, causal_mask(q.shape[0]))  # (T, T), lower triangular
     return weights @ v  # (T, d_v)
+
+
+def moe_block(x, attention, attention_norm, moe, moe_norm):
+    """One pre-norm Transformer block whose feed-forward layer is an MoE layer.
+
+    x: Tensor (B, T, d). attention, attention_norm, moe_norm: callables mapping a Tensor (B, T, d)
+    to a Tensor (B, T, d). moe: a callable mapping a Tensor (B, T, d) to (Tensor (B, T, d), the
+    layer's auxiliary loss, a scalar Tensor already weighted by its coefficient).
+    Pre-norm with residuals: h = x + attention(attention_norm(x)); (m, aux) = moe(moe_norm(h));
+    the block returns (h + m, aux). Each callable is called exactly once; aux is passed on as it
+    came (the block neither drops it nor cuts it from the graph), for the total loss.
+
+    Hint: normalise the *input* of each sub-layer, add its output to the stream it read from.
+    """
+    h = x + attention(attention_norm(x))  # (B, T, d): the residual stream after attention
+    mixed, aux = moe(moe_norm(h))  # the MoE reads a normalised copy of the stream
+    return h + mixed, aux
+
+
+def total_loss(lm_loss, aux_losses):
+    """The loss a training step minimises: the language-modelling loss plus every MoE layer's
+    auxiliary loss.
+
+    lm_loss: scalar Tensor. aux_losses: a list of scalar Tensors, one per MoE layer (each already
+    weighted by its coefficient); empty for a dense model.
+    Returns a scalar Tensor, lm_loss + sum of aux_losses, differentiable in every one of them (so
+    backward reaches each router through its balancing loss).
+
+    Hint: start from lm_loss and add each auxiliary loss as a Tensor (not its .item()).
+    """
+    total = lm_loss
+    for aux in aux_losses:  # summed, not averaged: each layer's coefficient is its own weight
+        total = total + aux
+    return total

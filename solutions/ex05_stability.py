@@ -22,15 +22,20 @@ def z_loss(logits):
 
 
 def round_to_bfloat16(x):
-    """Rounds float32 values to the nearest bfloat16 (8 exponent bits, 7 mantissa bits).
+    """Rounds values to the nearest bfloat16 (8 exponent bits, 7 mantissa bits), kept in float32.
 
-    x: ndarray, converted to float32. Returns a float32 ndarray of x's shape whose values are
-    bfloat16 numbers (the low 16 bits of each float32 are zero), rounded to nearest, ties to even:
-    what a router computed in bfloat16 sees (Switch, section 2.4, "selective precision").
+    x: a number or an array of any shape (0-d included) and any float dtype; it is first converted
+    to float32 (NumPy's rounding), then rounded to bfloat16. Returns a float32 ndarray of x's shape
+    (shape () for a number) whose values are bfloat16 numbers (the low 16 bits of each float32 are
+    zero), rounded to nearest, ties to even: what a router computed in bfloat16 sees (Switch,
+    section 2.4, "selective precision"). NaN gives NaN, +-inf stay +-inf, and finite values beyond
+    bfloat16's largest round to +-inf.
 
-    Hint: view as np.uint32; add 0x7FFF + ((bits >> 16) & 1); clear the low 16 bits; view back.
+    Hint: view as np.uint32; add 0x7FFF + ((bits >> 16) & 1); clear the low 16 bits; NaN apart.
     """
-    bits = np.asarray(x, dtype=np.float32).view(np.uint32)
+    single = np.asarray(x, dtype=np.float32)
+    bits = single.view(np.uint32)
     lowest_kept_bit = (bits >> np.uint32(16)) & np.uint32(1)  # decides ties: round to even
-    rounded = (bits + np.uint32(0x7FFF) + lowest_kept_bit) & np.uint32(0xFFFF0000)
-    return rounded.view(np.float32)
+    rounded = ((bits + np.uint32(0x7FFF) + lowest_kept_bit) & np.uint32(0xFFFF0000)).view(np.float32)
+    # A NaN's payload may sit in the low bits only: rounding it would make it an infinity.
+    return np.where(np.isnan(single), np.float32(np.nan), rounded).astype(np.float32)

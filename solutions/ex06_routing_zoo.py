@@ -30,7 +30,8 @@ def expert_choice(router_probs, capacity):
 def hash_routing(token_ids, table, n_experts):
     """Hash routing (Roller et al. 2021): a fixed table sends each token id to one expert.
 
-    token_ids: int ndarray (T,), ids in 0 .. len(table)-1 (ValueError naming the bad id otherwise).
+    token_ids: int ndarray (T,), ids in 0 .. len(table)-1 (ValueError naming the bad id otherwise;
+    a negative id is an error, not an index from the end of the table).
     table: int ndarray (V,), the expert of every vocabulary id. n_experts: int E.
     Returns (expert_index, load): expert_index int ndarray (T,), load int ndarray (E,), the number
     of tokens each expert receives (0 for an expert no token reaches).

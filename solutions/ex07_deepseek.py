@@ -45,22 +45,27 @@ def moe_with_shared_experts(x, gates, routed_weights, shared_weights):
     return routed + shared
 
 
-def deepseek_v3_gate(logits, bias, k, scaling=2.5):
+def deepseek_v3_gate(logits, bias, k, scaling=1.0):
     """The DeepSeek-V3 gate (arXiv 2412.19437, eqs. 13-16, and the released routed_scaling_factor).
 
-    logits: ndarray (T, E), u_t . e_i. bias: ndarray (E,), the balancing bias b. k: int.
+    logits: ndarray (T, E), u_t . e_i. bias: ndarray (E,), the balancing bias b. k: int, 1 <= k <= E.
+    scaling: the routed scaling factor (1 by default, as minimoe's DeepSeekV3Router; 2.5 in the
+    released V3 configuration).
     s = sigmoid(logits); the chosen experts are the k largest of s + b (the bias steers the choice
-    only); their gates are the *unbiased* s, normalised to sum to 1, times `scaling`.
-    Returns (expert_index int (T, k), gates (T, k)), in decreasing order of s + b; finite for
-    logits of +-1000.
+    only; among equal s + b the lower expert index first); their gates are the *unbiased* s,
+    normalised to sum to 1, times `scaling`.
+    Returns (expert_index int (T, k), gates (T, k)), in decreasing order of s + b; finite and
+    summing to `scaling` for logits of +-1000, even when every chosen s underflows to 0.
 
-    Hint: sigmoid = 0.5 * (1 + tanh(x / 2)); argsort -(s + b); take s there; normalise; scale.
+    Hint: argsort -(s + b); normalise in logs, log s = -np.logaddexp(0, -logits), minus the row max.
     """
     scores = 0.5 * (1.0 + np.tanh(0.5 * logits))  # sigmoid affinity s (T, E)
     biased = scores + bias  # used for the choice only
     expert_index = np.argsort(-biased, axis=-1, kind="stable")[:, :k]  # (T, k)
-    chosen = np.take_along_axis(scores, expert_index, axis=-1)  # (T, k): unbiased values
-    return expert_index, chosen / chosen.sum(axis=-1, keepdims=True) * scaling
+    # s_i / sum_j s_j in logs: at logits near -1000 every s is 0 in floating point, their logs are not.
+    log_scores = -np.logaddexp(0.0, -np.take_along_axis(logits, expert_index, axis=-1))  # (T, k)
+    weights = np.exp(log_scores - log_scores.max(axis=-1, keepdims=True))
+    return expert_index, weights / weights.sum(axis=-1, keepdims=True) * scaling
 
 
 def update_expert_bias(bias, load, rate):

@@ -1,52 +1,92 @@
 """The graders have teeth: the reference answers score full marks, every grader test fails on the
-untouched stubs with NotImplementedError, and every recorded wrong answer is rejected.
+untouched stubs with NotImplementedError, every recorded wrong answer loses points, every stub and
+shortcut earns nothing, every alternative correct answer scores full marks, and a class of
+submissions (solutions, stubs, a mix, one that loops, prints, exits and changes global state) gets
+the expected scoreboard.
 
-The graders run the way a learner runs them, in subprocesses (`python -m minimoe.grade`, and
-`python -m pytest graders --impl=wrong` for the wrong answers), started together at the beginning.
-A learner's own work in exercises/ does not break this file: an exercise whose body is no longer
-the stub is left out of the stub checks.
+The graders run the way a learner and an instructor run them, in subprocesses (`python -m
+minimoe.grade`, and `python -m pytest graders --impl=wrong` for the wrong answers), started together
+at the beginning, all with one seed for the random inputs (printed, to replay a failure). A
+learner's own work in exercises/ does not break this file: an exercise whose body is no longer the
+stub is left out of the stub checks.
 """
 import ast
+import csv
 import importlib
 import inspect
 import json
 import os
 import re
+import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from graders.wrong_answers import WRONG_ANSWERS
+from graders.wrong_answers import ALTERNATIVES, WRONG_ANSWERS
 from minimoe import grade
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = sorted(path.stem for path in (ROOT / "solutions").glob("ex*.py"))
+CLASS_TIMEOUT_S = 2  # the looping learner costs this once, not the run
+
+
+def _make_class(folder):
+    """Four learners: the reference answers, the stubs as handed out, a mix (lessons 05 and 09
+    solved), and one whose softmax loops forever and whose modules print, change global state
+    (NumPy's seed and error settings, minimoe's backend) and, for lesson 08, exit at import."""
+    for learner in ("solutions", "stubs", "mix", "loops"):
+        (folder / learner).mkdir(parents=True)
+    for module in MODULES:
+        shutil.copy(ROOT / "solutions" / f"{module}.py", folder / "solutions")
+        shutil.copy(ROOT / "exercises" / f"{module}.py", folder / "stubs")
+        source = "solutions" if module[:4] in ("ex05", "ex09") else "exercises"
+        shutil.copy(ROOT / source / f"{module}.py", folder / "mix")
+        shutil.copy(ROOT / "solutions" / f"{module}.py", folder / "loops")
+    looping = folder / "loops" / "ex01_jacobs.py"
+    text = looping.read_text().replace(
+        "    shifted = x - x.max(axis=axis, keepdims=True)",
+        "    while True:\n        pass\n    shifted = x - x.max(axis=axis, keepdims=True)")
+    text = text.replace("import numpy as np\n", "import numpy as np\n\nimport minimoe.backend\n"
+                        "print('a learner printing')\nnp.random.seed(3)\nnp.seterr(all='raise')\n"
+                        "minimoe.backend.use('strict')\n", 1)
+    looping.write_text(text)
+    (folder / "loops" / "ex08_specialisation.py").write_text("import sys\nsys.exit(3)\n")
+    with open(folder / "loops" / "ex00_autograd.py", "a") as handle:
+        handle.write("\nprint('x' * 100000)\n")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Starts every grading run at once and returns {name: (exit code, stdout, stderr)}."""
     wrong_json = tmp_path_factory.mktemp("wrong") / "wrong.json"
+    class_dir = tmp_path_factory.mktemp("class")
+    _make_class(class_dir)
     commands = {
         "solutions_json": ["-m", "minimoe.grade", "--solutions", "--json"],
         "exercises_json": ["-m", "minimoe.grade", "--json"],
         "solutions_table": ["-m", "minimoe.grade", "--solutions"],
         "exercises_table": ["-m", "minimoe.grade"],
         "unknown_name": ["-m", "minimoe.grade", "no_such_exercise"],
+        "submission": ["-m", "minimoe.grade", "--json", "--submission", str(class_dir / "mix")],
+        "class": ["-m", "minimoe.grade", "--class", str(class_dir), "--timeout", str(CLASS_TIMEOUT_S)],
         "wrong": ["-m", "pytest", "graders", "--impl=wrong", "-q", "--tb=no", "-p", "no:cacheprovider",
                   "-o", "addopts=", f"--score-json={wrong_json}"],
     }
-    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    seed = os.environ.get(grade.SEED_VARIABLE) or str(secrets.randbelow(2**31))
+    print(f"grading runs with {grade.SEED_VARIABLE}={seed}")
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", **{grade.SEED_VARIABLE: seed})
     started = {name: subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                for name, args in commands.items()}
     done = {}
     for name, process in started.items():
-        stdout, stderr = process.communicate(timeout=120)
+        stdout, stderr = process.communicate(timeout=300)
         done[name] = (process.returncode, stdout, stderr)
     done["wrong_records"] = json.loads(wrong_json.read_text())["tests"] if wrong_json.is_file() else None
+    done["class_dir"] = class_dir
     return done
 
 
@@ -105,26 +145,51 @@ def test_every_grader_fails_on_the_stubs_with_not_implemented_error(runs):
     assert not wrong_reason, f"graders that do not fail on an untouched stub with NotImplementedError: {wrong_reason}"
 
 
-# ---- (c) every recorded wrong answer is rejected ------------------------------------------------
+# ---- (c) every recorded wrong answer loses points; stubs and shortcuts earn nothing -------------
 
-def test_every_wrong_answer_is_rejected(runs):
+def _records_of(runs):
     code, stdout, stderr = runs["wrong"]
     records = runs["wrong_records"]
     assert code in (0, 1) and records is not None, f"pytest graders --impl=wrong could not run:\n{stdout}\n{stderr}"
-    accepted, unused = [], []
-    for wrong in WRONG_ANSWERS:
-        mine = [r for r in records if r["wrong_answer"] == wrong.id]
-        if not mine:
-            unused.append(wrong.id)
-        elif not any(r["outcome"] == "failed" and r["exception"] != "NotImplementedError" for r in mine):
-            accepted.append(f"{wrong.id} ({wrong.why})")
+    by_answer = {}
+    for record in records:
+        by_answer.setdefault(record["wrong_answer"], []).append(record)
+    unused = [w.id for w in WRONG_ANSWERS + ALTERNATIVES if w.id not in by_answer]
     assert not unused, f"wrong answers that no grader ran (misspelt exercise?): {unused}"
+    return by_answer
+
+
+def test_every_wrong_answer_loses_points(runs):
+    by_answer = _records_of(runs)
+    accepted = [f"{w.id} ({w.why})" for w in WRONG_ANSWERS if w.kind == "wrong" and not any(
+        r["outcome"] == "failed" and r["exception"] != "NotImplementedError" for r in by_answer[w.id])]
     assert not accepted, f"wrong answers the graders accept: {accepted}"
+
+
+def test_every_stub_and_shortcut_earns_nothing(runs):
+    """A stub (zeros of the right shape, uniform weights, always raising) or a call to the library's
+    own version must fail every test of its exercise: no test awards points for a gradient, an
+    invariant or an error alone."""
+    by_answer = _records_of(runs)
+    earning = [f"{w.id} passes {r['test'].split('::')[-1]}" for w in WRONG_ANSWERS
+               if w.kind in ("stub", "shortcut") for r in by_answer[w.id] if r["outcome"] != "failed"]
+    assert not earning, f"stubs and shortcuts that earn points: {earning}"
+    graded = {(e["module"], e["exercise"]) for e in _summary(runs, "solutions_json")["exercises"]}
+    stubbed = {(w.module, w.exercise) for w in WRONG_ANSWERS if w.kind == "stub"}
+    assert graded <= stubbed, f"exercises without generated stubs: {sorted(graded - stubbed)}"
+    assert sum(w.kind == "shortcut" for w in WRONG_ANSWERS) >= 10
+
+
+def test_alternative_correct_answers_score_full_marks(runs):
+    """The tolerances admit every correct method the lessons teach (Phi from the engine's normal_cdf)."""
+    by_answer = _records_of(runs)
+    failing = [f"{w.id}: {r['message']}" for w in ALTERNATIVES for r in by_answer[w.id] if r["outcome"] != "passed"]
+    assert not failing, f"correct answers the graders reject: {failing}"
 
 
 def test_every_exercise_has_a_wrong_answer(runs):
     exercises = {(e["module"], e["exercise"]) for e in _summary(runs, "solutions_json")["exercises"]}
-    covered = {(w.module, w.exercise) for w in WRONG_ANSWERS}
+    covered = {(w.module, w.exercise) for w in WRONG_ANSWERS if w.kind == "wrong"}
     assert exercises <= covered, f"exercises with no recorded wrong answer: {sorted(exercises - covered)}"
 
 
@@ -194,3 +259,50 @@ def test_the_lesson_sections_the_graders_cite_exist(module_name):
                 for line in "".join(cell["source"]).splitlines() if line.startswith("#")}
     missing = sorted(s for s in cited if not any(s.lower() in heading for heading in headings))
     assert not missing, f"{notebook.name} has no heading for the sections its graders cite: {missing}"
+
+
+# ---- (e) an instructor grades a submission and a class --------------------------------------------
+
+def _module_points(summary):
+    points = {}
+    for e in summary["exercises"]:
+        points[e["module"]] = points.get(e["module"], 0) + e["points"]
+    return points
+
+
+def _expected_mix(reference, exercises):
+    """Lessons 05 and 09 at full marks, the rest what exercises/ scores (0 on a fresh clone)."""
+    points = _module_points(reference)
+    earned = sum(e["earned"] for e in exercises["exercises"] if e["module"][:4] not in ("ex05", "ex09"))
+    return points["ex05_stability"] + points["ex09_scale"] + earned
+
+
+def test_grade_a_submission_folder(runs):
+    mix = _summary(runs, "submission")
+    assert mix["score"] == pytest.approx(_expected_mix(_summary(runs, "solutions_json"), _summary(runs, "exercises_json")))
+    assert mix["impl"] == str((runs["class_dir"] / "mix").resolve()) and isinstance(mix["seed"], int)
+
+
+def test_grade_a_class_writes_the_scoreboard(runs):
+    code, stdout, stderr = runs["class"]
+    assert code == 0, f"python -m minimoe.grade --class exited with {code}:\n{stdout}\n{stderr}"
+    board = json.loads((runs["class_dir"] / "scoreboard.json").read_text())
+    with open(runs["class_dir"] / "scoreboard.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    reference, exercises = _summary(runs, "solutions_json"), _summary(runs, "exercises_json")
+    max_score, points = reference["max_score"], _module_points(reference)
+    columns = [f"{e['module']}.{e['exercise']}" for e in reference["exercises"]]
+    assert board["exercises"] == columns and board["max_score"] == max_score
+    assert [row["learner"] for row in table] == ["loops", "mix", "solutions", "stubs"], "one row per learner"
+    assert list(table[0]) == ["learner", *columns, "total", "error"], "one column per exercise, then the total"
+    totals = {row["learner"]: float(row["total"]) for row in table}
+    assert totals["solutions"] == max_score
+    assert totals["stubs"] == pytest.approx(exercises["score"])
+    assert totals["mix"] == pytest.approx(_expected_mix(reference, exercises))
+    # The looping softmax and the module that exits cost their own points only: nothing else breaks,
+    # whatever the learner printed or changed in the global state.
+    softmax = next(e["points"] for e in reference["exercises"] if e["exercise"] == "softmax")
+    assert totals["loops"] == pytest.approx(max_score - softmax - points["ex08_specialisation"])
+    loops = next(r for r in board["learners"] if r["learner"] == "loops")
+    assert loops["hints"]["ex01_jacobs.softmax"].startswith("GraderTimeout")
+    assert all(not row["error"] for row in table)

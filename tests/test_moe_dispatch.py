@@ -1,6 +1,7 @@
-"""Capacity and the sorted dispatch (FORMULAS.md §2.6-2.7): the rounding, the order in which
+"""Capacity and the sorted dispatch (docs/formulas.md §7–§8): the rounding, the order in which
 buffers fill, exact drop counts, and the layer against a naive per-token loop."""
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -22,9 +23,35 @@ def test_capacity_rounds_up(t, e, k, cf, expected):
     assert expert_capacity(t, e, k, cf) == expected
 
 
-@pytest.mark.parametrize("cf", [0, -1.0])
+@pytest.mark.parametrize("t, e, k, cf, expected", [
+    (100, 2, 1, 1.1, 55),  # 55 exactly; 100 * 1.1 / 2 is 55.00000000000001 in floats
+    (1000, 10, 1, 1.1, 110),
+    (8, 8, 1, 1.0000000001, 2),  # a hair above 1: one slot more, though rounding to 9 decimals loses it
+    (10**12, 10, 1, 1.3, 130_000_000_000),  # large T * cf: exact, where a float would carry its error
+    (10**15, 7, 3, 2.2, 942_857_142_857_143),
+    (3, 3, 1, 0.1, 1),
+    (30, 3, 1, 0.7, 7),  # 0.7 * 10 = 7.000000000000001 in floats
+    (7, 1, 1, np.float64(1.1), 8),  # a NumPy float is read as its decimal too
+])
+def test_capacity_is_exact_on_the_decimal_factor(t, e, k, cf, expected):
+    exact = math.ceil(Fraction(k * t) * Fraction(str(cf)) / e)
+    assert exact == expected
+    got = expert_capacity(t, e, k, cf)
+    assert got == expected and isinstance(got, int)
+
+
+def test_capacity_agrees_with_exact_arithmetic_on_a_grid_of_decimals():
+    """Every factor 0.01 .. 4.00 in steps of 0.01 (written as decimals), against Decimal arithmetic."""
+    for hundredths in range(1, 401):
+        cf = hundredths / 100  # the float nearest to the decimal; its str is that decimal
+        for t, e, k in [(100, 2, 1), (37, 4, 2), (1000, 8, 2), (12345, 64, 6)]:
+            exact = math.ceil(Fraction(k * t * hundredths, 100 * e))
+            assert expert_capacity(t, e, k, cf) == exact, (t, e, k, cf)
+
+
+@pytest.mark.parametrize("cf", [0, -1.0, float("nan"), float("inf")])
 def test_capacity_factor_must_be_positive(cf):
-    with pytest.raises(ValueError, match="capacity_factor must be > 0.*None for dropless"):
+    with pytest.raises(ValueError, match="capacity_factor must be a finite number > 0.*None for dropless"):
         expert_capacity(8, 4, 2, cf)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -20,11 +21,16 @@ from ..backend import to_numpy, xp_of
 
 
 def expert_capacity(n_tokens: int, n_experts: int, k: int, capacity_factor: float) -> int:
-    """C = ceil(k * T / E * cf): the course's convention (FORMULAS.md §2.7), rounding *up* so that
-    cf = 1 with perfectly even routing drops nothing."""
-    if not capacity_factor > 0:
-        raise ValueError(f"capacity_factor must be > 0 (got {capacity_factor}); use None for dropless routing")
-    return math.ceil(round(k * n_tokens * capacity_factor / n_experts, 9))
+    """C = ceil(k * T / E * cf), rounding *up* so that cf = 1 with perfectly even routing drops
+    nothing. Exact: cf is read as the decimal it is written as (`str` of a float is its shortest
+    round-tripping decimal, so 1.1 is 11/10) and the rest is rational arithmetic, so cf = 1.1 with
+    T = 100, E = 2, k = 1 gives 55, where floating point gives 56 and a rounding step before the
+    ceiling goes wrong for large T * cf or a factor a hair above an integer."""
+    if not capacity_factor > 0 or not math.isfinite(capacity_factor):
+        raise ValueError(f"capacity_factor must be a finite number > 0 (got {capacity_factor}); "
+                         "use None for dropless routing")
+    factor = Fraction(str(capacity_factor))  # str, not repr: repr(np.float64(1.1)) is not a number
+    return math.ceil(k * n_tokens * factor / n_experts)
 
 
 @dataclass
