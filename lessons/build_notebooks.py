@@ -13,8 +13,9 @@ a reader sees every plot before running anything.
     python lessons/build_notebooks.py --fast 02    # run the committed notebook with MINIMOE_FAST=1
                                                    # (a check, as CI does: nothing is written)
     python lessons/build_notebooks.py --check      # exit 1 if a notebook is out of date with its
-                                                   # source, has no outputs, shows an error, or is
-                                                   # over MAX_NOTEBOOK_BYTES
+                                                   # source, has no outputs, shows an error, is
+                                                   # over MAX_NOTEBOOK_BYTES, or has a markdown
+                                                   # heading inside a code cell
 
 Each run prints the lesson's wall time, the number the lessons README quotes.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -47,7 +49,23 @@ def read_percent(path: Path) -> list:
     return cells
 
 
+# A comment line that looks like a markdown heading ("# ## 5. Title"): in a code cell it means a
+# `# %% [markdown]` line is missing above it, and the heading would show as a comment in the code.
+MARKDOWN_HEADING = re.compile(r"^# {0,3}#{1,6} \S")
+
+
+def headings_in_code(cells) -> list[str]:
+    """The markdown headings that sit inside code cells (empty when every heading is in prose)."""
+    return [line for cell in cells if cell.cell_type == "code"
+            for line in cell.source.splitlines() if MARKDOWN_HEADING.match(line)]
+
+
 def notebook_from_source(path: Path):
+    """The notebook of a source; refuses a source whose markdown heading landed in a code cell."""
+    misplaced = headings_in_code(read_percent(path))
+    if misplaced:
+        raise SystemExit(f"{path.name}: markdown heading {misplaced[0]!r} is inside a code cell; "
+                         "add a '# %% [markdown]' line above it")
     nb = nbformat.v4.new_notebook()
     nb.nbformat_minor = 4  # no cell ids (they arrived in 4.5)
     nb.cells = read_percent(path)
@@ -110,6 +128,9 @@ def problems(source: Path) -> list[str]:
         found.append(f"{path.name} has no outputs: commit it after a full run")
     if any(o.get("output_type") == "error" for c in code for o in c.get("outputs", [])):
         found.append(f"{path.name} has an error in its outputs")
+    for heading in headings_in_code(expected):
+        found.append(f"src/{source.name}: markdown heading {heading!r} is inside a code cell; "
+                     "add a '# %% [markdown]' line above it")
     if path.stat().st_size > MAX_NOTEBOOK_BYTES:
         found.append(f"{path.name} is {path.stat().st_size / 1e6:.1f} MB, over {MAX_NOTEBOOK_BYTES / 1e6:.0f} MB")
     return found

@@ -9,7 +9,7 @@ from minimoe.calculator import (
 )
 
 
-# ---- published models (FORMULAS.md §2.17, §2.15) ----------------------------------------------
+# ---- published models (docs/formulas.md §19) -------------------------------------------------
 
 def test_mixtral_8x7b_matches_the_published_count():
     count = count_parameters(mixtral_8x7b())

@@ -1,4 +1,4 @@
-"""Every command of the project answers --help (COURSE.md, "The commands the project answers to")."""
+"""Every command of the project answers --help (the commands README.md names)."""
 import subprocess
 import sys
 

@@ -49,3 +49,14 @@ SOURCES = sorted((LESSONS / "src").glob("[0-9][0-9]_*.py"))
 def test_committed_notebook_is_built_from_its_source_and_run(source):
     problems = _build_module().problems(source)
     assert not problems, "\n".join(problems) + f"\n(fix: python lessons/build_notebooks.py {source.stem[:2]}, then commit the notebook)"
+
+
+def test_a_markdown_heading_in_a_code_cell_is_refused(tmp_path):
+    """A heading whose `# %% [markdown]` line is missing would show as a comment in the code."""
+    source = tmp_path / "99_example.py"
+    source.write_text("# %% [markdown]\n# # Title\n\n# %%\nx = 1\n#\n# ## 2. A lost heading\n\n"
+                      "# %% [markdown]\n# ## 3. A heading in prose\n")
+    build = _build_module()
+    assert build.headings_in_code(build.read_percent(source)) == ["# ## 2. A lost heading"]
+    with pytest.raises(SystemExit, match="inside a code cell"):
+        build.notebook_from_source(source)

@@ -72,7 +72,7 @@ def test_one_expert_with_top_1_is_the_dense_ffn():
     np.testing.assert_allclose(layer(x).data, hidden @ s["experts.w_out"][0] + s["experts.b_out"][0], rtol=1e-5, atol=1e-6)
 
 
-# ---- the top-1 trap (FORMULAS.md §2.4) ---------------------------------------------------------------
+# ---- the top-1 trap (docs/formulas.md §5) -----------------------------------------------------------
 @pytest.mark.parametrize("options, trapped", [
     (dict(router="topk_then_softmax", top_k=1), True),  # softmax over one logit: the gate is always 1
     (dict(router="topk", top_k=1), True),  # form A renormalised over one expert: p / p = 1, the same trap

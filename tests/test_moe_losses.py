@@ -1,5 +1,5 @@
 """The balancing losses and the router z-loss on hand-computed cases from their papers
-(FORMULAS.md §2.3, 2.5, 2.8, 2.9, 2.15), and the auxiliary-loss-free bias update."""
+(docs/formulas.md §4, §6, §9, §11, §16), and the auxiliary-loss-free bias update."""
 import math
 
 import numpy as np

@@ -278,17 +278,20 @@ for name, scalar, tensor in zip("abc", (a, b, c), (ta, tb, tc)):
 #
 # Each op is a subclass of `mm.Function` with two methods. `forward` receives the input *arrays*
 # and may keep on `self` whatever the backward will need; `backward` receives the gradient of the
-# output, $\bar y$, and returns one gradient per input. The engine's own `tanh` and `*`:
+# output, $\bar y$, and returns one gradient per input. Two of the engine's ops, `exp` and `/`
+# (the exercises ask you to write `tanh` and `*` the same way, so their code is not shown here):
 
 # %%
-print(inspect.getsource(mm.ops.pointwise.Tanh))
-print(inspect.getsource(mm.ops.arithmetic.Mul))
+print(inspect.getsource(mm.ops.pointwise.Exp))
+print(inspect.getsource(mm.ops.arithmetic.Div))
 
 # %% [markdown]
 # `self.xp` is the array module of the inputs (NumPy, or CuPy on a GPU), which is how the same op
-# runs on both. `Mul` inherits a shape check from `_Binary` and calls `unbroadcast`, the subject of
-# the next section. Writing a new op takes the same two methods. Here is $y = x^3$, with
-# $\partial y/\partial x = 3x^2$, checked against the engine's own `x ** 3`:
+# runs on both. `Exp` keeps its output for the backward, because $\partial e^x/\partial x = e^x$.
+# `Div` inherits a shape check from `_Binary` (whose `forward` calls `compute`) and passes each
+# gradient through `unbroadcast`, the subject of the next section. Writing a new op takes the same
+# two methods. Here is $y = x^3$, with $\partial y/\partial x = 3x^2$, checked against the
+# engine's own `x ** 3`:
 
 # %%
 class Cube(mm.Function):
@@ -318,10 +321,15 @@ print("Cube.backward:", ours, "  engine x**3:", x.grad)
 #
 # The same holds for a size-1 axis that is stretched: for `b` of shape (4, 1), $\bar b_{i0} =
 # \sum_j \bar Y_{ij}$, kept as shape (4, 1). So every binary op ends its backward by summing the
-# gradient over the axes broadcasting added or stretched, which is all `unbroadcast` does:
+# gradient over the axes broadcasting added or stretched, which is all `unbroadcast(grad, shape)`
+# does: it takes a gradient of the output's shape and returns one of the input's shape. (Writing
+# it is an exercise, so here we only watch what it returns.) Then the engine's gradients for a
+# row and a column broadcast over a (4, 3) matrix, against the sums the rule predicts:
 
 # %%
-print(inspect.getsource(mm.ops.arithmetic.unbroadcast))
+grad_out = np.arange(12.0).reshape(4, 3)
+for shape in ((4, 3), (3,), (1, 3), (4, 1), ()):
+    print(f"unbroadcast to {str(shape):7} ->", mm.ops.arithmetic.unbroadcast(grad_out, shape).tolist())
 
 X4 = mm.tensor(rng.standard_normal((4, 3)), dtype=np.float64, requires_grad=True)
 row = mm.tensor(rng.standard_normal(3), dtype=np.float64, requires_grad=True)  # (3,)
@@ -522,6 +530,9 @@ else:
 
 # %% [markdown]
 # ## Check your understanding
+#
+# (Short answers, each pointing to the cell that shows it, are in `solutions/answers/00.md`:
+# try the questions first.)
 #
 # 1. In `Value.backward`, what would go wrong for `a` in $f = \tanh(ab+c)\cdot a$ if the nodes
 #    were visited in plain depth-first order from the output instead of reverse topological order?

@@ -20,8 +20,10 @@
 # **Papers.** Shazeer, Mirhoseini, Maziarz, Davis, Le, Hinton & Dean (2017), *Outrageously large
 # neural networks: the sparsely-gated mixture-of-experts layer*, ICLR 2017 (arXiv 1701.06538):
 # §2.1 (gating, eqs. 3–5), §4 (balancing, eqs. 6–7) and Appendix A (the load loss, eqs. 8–11).
-# The idea of conditional computation: Bengio, Léonard & Courville (2013), *Estimating or
-# propagating gradients through stochastic neurons for conditional computation*, arXiv 1308.3432.
+# Jiang et al. (2024), *Mixtral of experts*, arXiv 2401.04088, §2.1, for the same gate written
+# $\mathrm{Softmax}(\mathrm{TopK}(x W_g))$. The idea of conditional computation: Bengio, Léonard
+# & Courville (2013), *Estimating or propagating gradients through stochastic neurons for
+# conditional computation*, arXiv 1308.3432.
 #
 # **Prerequisites.** Lessons 00 and 01.
 
@@ -43,7 +45,7 @@ import numpy as np
 
 import minimoe as mm
 import minimoe.functional as F
-from minimoe import nn
+from minimoe import nn, seeds
 from minimoe.moe import MoE, MoEConfig, losses
 from minimoe.moe.routers import NoisyTopKRouter, TopKRouter
 
@@ -62,22 +64,64 @@ print("fast mode" if FAST else "full mode")
 #
 # The $-\infty$ entries become exact zeros after the softmax, and the layer's output
 # $y = \sum_i G_i(x)\,E_i(x)$ needs only the experts with $G_i > 0$: $k$ expert evaluations per
-# token, whatever the number of experts $E$. Mixtral writes the same gate as "softmax over all
-# experts, keep the top $k$, renormalise them to sum to one"; both orders give identical weights,
-# as the cell checks. (With $k = 1$ the weight is then always exactly 1 and the router gets no
-# gradient from the task: lesson 03 returns to this trap.)
+# token, whatever the number of experts $E$. The Mixtral paper (Jiang et al. 2024, §2.1) writes
+# the same gate, $G(x) = \mathrm{Softmax}(\mathrm{TopK}(x W_g))$. Another order is common in code:
+# Hugging Face's Mixtral implementation takes the softmax over all experts, keeps the top $k$ and
+# renormalises them to sum to one, and that is what the library's `TopKRouter` does by default.
+# Both orders give identical weights, as the cell checks. (With $k = 1$ the weight is then always
+# exactly 1 and the router gets no gradient from the task: lesson 03 returns to this trap.)
+#
+# Where this lesson first needs the whole layer, here is its data flow: the router picks each
+# token's experts, the dispatch groups the token copies by expert, each expert runs once on its
+# group, and the combine adds each expert's output back to its token, weighted by the gate.
+
+# %%
+def draw_moe_data_flow():
+    """The MoE layer's four stages for 4 tokens, 3 experts, top-2 (a picture, not a computation)."""
+    choices = [(0, 2), (1, 0), (0, 1), (2, 0)]  # each token's two experts
+    fig, ax = plt.subplots(figsize=(12, 3.4))
+    ax.set_xlim(0, 11.3), ax.set_ylim(-0.6, 4.3), ax.axis("off")
+    box = {"fc": "w", "ec": "k"}
+    for t in range(4):
+        y = 3.5 - t
+        ax.text(0.1, y, f"token {t}", va="center", bbox=box)
+        ax.text(1.7, y, f"router: {choices[t][0]}, {choices[t][1]}", va="center", fontsize=9,
+                bbox={"fc": "lightyellow", "ec": "grey"})
+        ax.annotate("", (1.65, y), (1.1, y), arrowprops={"arrowstyle": "->"})
+        ax.text(9.3, y, f"y{t} = g·E(x{t}) + g'·E'(x{t})", va="center", fontsize=9, bbox=box)
+    for e in range(3):
+        group = [t for t in range(4) if e in choices[t]]
+        y = 3.2 - 1.2 * e
+        ax.text(4.4, y, "rows " + ", ".join(f"x{t}" for t in group), va="center", fontsize=9,
+                bbox={"fc": "w", "ec": f"C{e}"})
+        ax.text(7.0, y, f"expert {e}", va="center", color="w", bbox={"fc": f"C{e}", "ec": f"C{e}"})
+        for t in group:
+            ax.annotate("", (4.35, y), (3.1, 3.5 - t), arrowprops={"arrowstyle": "->", "color": f"C{e}", "alpha": 0.7})
+            ax.annotate("", (9.25, 3.5 - t), (7.9, y), arrowprops={"arrowstyle": "->", "color": f"C{e}", "alpha": 0.7})
+        ax.annotate("", (6.95, y), (6.2, y), arrowprops={"arrowstyle": "->", "color": f"C{e}"})
+    for x, label in ((0.1, "tokens"), (1.7, "1. route: top-2"), (4.4, "2. dispatch by expert"),
+                     (7.0, "3. experts"), (9.3, "4. combine: gate-weighted sum")):
+        ax.text(x, 4.15, label, fontsize=9, weight="bold")
+    plt.show()
+
+
+draw_moe_data_flow()
+
+# %% [markdown]
+# The router itself, on four tokens: its logits, each token's two experts and their gates, and
+# the same gates computed in the paper's order.
 
 # %%
 mm.manual_seed(0)
 tokens = mm.randn(4, 8)  # (T, d): 4 tokens of width 8
-router = TopKRouter(d_model=8, n_experts=6, k=2)  # Mixtral's order: softmax, top-k, renormalise
+router = TopKRouter(d_model=8, n_experts=6, k=2)  # default order: softmax, top-k, renormalise (Hugging Face's Mixtral code)
 routing = router(tokens)
 print("router logits H(x) (T, E)\n", routing.logits.numpy())
 print("chosen experts (T, k)\n", routing.expert_index)
 print("their gates (T, k), rows sum to 1\n", routing.gates.numpy())
 
 top_logits, _ = F.topk(routing.logits, 2)
-print("softmax over the top-2 logits (Shazeer's order)\n", F.softmax(top_logits).numpy())
+print("softmax over the top-2 logits (the order of Shazeer et al. and of the Mixtral paper)\n", F.softmax(top_logits).numpy())
 assert np.allclose(F.softmax(top_logits).numpy(), routing.gates.numpy(), atol=1e-6)
 
 # %% [markdown]
@@ -95,17 +139,22 @@ print("load: share of the 64 x 2 assignments each expert got:", layer.report.loa
 # %% [markdown]
 # ## 2. Noisy top-k
 #
-# A hard top-$k$ has a flaw for learning: an expert outside the top $k$ gets no output, so no
-# gradient tells the router that it might have been better. Shazeer et al. add noise to the logits
-# before choosing, with a learned, per-expert scale (eq. 4):
+# Shazeer et al. add noise to the logits before choosing, with a learned, per-expert scale, and
+# give its purpose as **load balancing** (§2.1, with the details in App. A): the noise spreads
+# tokens over experts, and it is what makes the smooth load estimator of section 5 possible — a
+# count of tokens has no gradient, but the probability that noise puts an expert in the top $k$
+# does. A second effect is exploration: an expert outside the top $k$ gets no output, so no
+# gradient tells the router that it might have been better, and noise lets near-misses be tried.
+# The noisy logits (eq. 4):
 #
 # $$H(x)_i = (x W_g)_i + \varepsilon_i\cdot \mathrm{softplus}\big((x W_{\text{noise}})_i\big),
 # \qquad \varepsilon_i \sim \mathcal N(0, 1),$$
 #
-# in training only. Near-ties are then broken differently from step to step, so experts close to
-# the top $k$ are tried now and then. Both weight matrices start at **zero** (paper, App. A): at
-# the start the choice is made by the noise alone, so every expert gets an even share of tokens.
-# The library's `NoisyTopKRouter` does exactly this; in evaluation mode it uses the clean logits.
+# in training only. Both weight matrices start at **zero** (paper, App. A): at the start the
+# choice is made by the noise alone, so every expert should get an even share of tokens. The
+# library's `NoisyTopKRouter` does exactly this; in evaluation mode it uses the clean logits. The
+# cell measures three things: how many tokens' choices the noise changes between two calls, the
+# load at initialisation, and that evaluation mode is deterministic.
 
 # %%
 mm.manual_seed(0)
@@ -193,10 +242,11 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The time follows $k$ roughly in proportion (the dotted line). Multiplying the experts — the
-# parameters — raises it far less than in proportion: the expert FLOPs do not change, and what
-# grows is the router, the sorting and a fixed cost per expert (each expert's block is one
-# matrix product called from Python, which matters when blocks are this small). Timings on a
+# The time grows with $k$, somewhat less than in proportion (the dotted line, and the printed
+# ratio of time against FLOPs at $k = 8$). Multiplying the experts — the parameters — raises it
+# far less than in proportion (the last printed line): the expert FLOPs do not change (the FLOP
+# column), and what grows is the router's share and the work per expert (each expert's block is
+# one matrix product called from Python, which matters when blocks are this small). Timings on a
 # shared machine are noisy; the best-of-several runs and the FLOP column tell the same story.
 #
 # ## 4. Expert collapse
@@ -212,8 +262,13 @@ plt.show()
 # that needs several different local rules, so there is work for many experts. We train with SGD
 # with momentum and record the layer's `report.load` (each expert's share of the assignments) at
 # every step. (SGD keeps the feedback loop intact: an expert's update grows with the tokens it
-# gets. Adam rescales every parameter's step to a similar size, which weakens the loop; on this
-# small task collapse then comes more slowly, though it still comes.)
+# gets. Adam rescales every parameter's step to a similar size, which may weaken the loop; this
+# lesson does not measure Adam — question 8 asks you to.)
+#
+# What you are about to see: the load of each expert at every step of one run without any
+# balancing (a heat map), then the final shares over three seeds. Under top-2 each token makes
+# two assignments to two *different* experts, so one expert can hold at most 50% of the
+# assignments — and a busiest share of 50% means that expert is on **every** token.
 
 # %%
 N_EXPERTS, K = 16, 2
@@ -278,14 +333,16 @@ ax.set_title(f"Load per expert without balancing (seed {SEEDS[0]}; balanced = {1
 ax.grid(False)
 plt.show()
 s = summary(loads_none)
-print(f"after {TRAIN_STEPS} steps: busiest expert {s['busiest']:.0%} of assignments (fair share {1 / N_EXPERTS:.0%}), "
-      f"two busiest {s['top2']:.0%}, experts under a quarter of the fair share: {s['starved']} of {N_EXPERTS}")
+print(f"after {TRAIN_STEPS} steps: busiest expert {s['busiest']:.1%} of assignments (fair share {1 / N_EXPERTS:.0%}), "
+      f"two busiest {s['top2']:.0%}, experts under a quarter of the fair share: {s['starved']} of {N_EXPERTS} "
+      f"(the most one expert can hold under top-2 is 50%: one of every token's two)")
 
 # %% [markdown]
 # At the start every expert gets its fair share: the router's weights are zero and the noise
-# decides. Within a few dozen steps a handful of bright bands take over and most experts fade
-# out. Each token still goes to two experts, but mostly to the same few: the layer has the
-# parameters of sixteen experts and the use of a few.
+# decides. Then a handful of bright bands take over and most experts fade out (the printed
+# shares above; on seed 0 the busiest expert ends close to the 50% ceiling, so it is on nearly
+# every token). Each token still goes to two experts, but mostly to the same few: the layer has
+# the parameters of sixteen experts and the use of a few.
 #
 # ## 5. Balancing losses
 #
@@ -356,7 +413,9 @@ print(f"largest relative difference: {np.abs(smooth - counted).max() / counted.m
 #
 # ## 6. The cure
 #
-# The same model, data, seeds and optimiser, now with both losses at $w = 0.1$:
+# The same model, data, seeds and optimiser, now with both losses at $w = 0.1$. You will see the
+# two heat maps side by side, the imbalance (CV² of the load) over training for both, and a table
+# of every seed of both; the last lines compare the two on accuracy and on balance over the seeds.
 
 # %%
 cure_runs = {seed: train_classifier("importance_load", seed) for seed in SEEDS}
@@ -384,17 +443,28 @@ for name, runs in (("no balancing", collapse_runs), ("importance + load", cure_r
         s = summary(loads)
         print(f"{name:22} {seed:4}  {s['busiest']:7.0%}  {s['top2']:11.0%}  {s['starved']:8} of {N_EXPERTS}  "
               f"{s['cv2']:12.2f}  {accuracy:13.1%}")
+accuracies = {name: [accuracy for _, _, accuracy in runs.values()] for name, runs in
+              (("no balancing", collapse_runs), ("importance + load", cure_runs))}
+imbalance = {name: [summary(loads)["cv2"] for _, loads, _ in runs.values()] for name, runs in
+             (("no balancing", collapse_runs), ("importance + load", cure_runs))}
+print("\ntest accuracy:", seeds.verdict(accuracies["importance + load"], accuracies["no balancing"],
+                                      "balanced", "unbalanced", lower_is_better=False))
+print("CV^2 of load: ", seeds.verdict(imbalance["importance + load"], imbalance["no balancing"], "balanced", "unbalanced"))
 
 # %% [markdown]
-# With the losses, every expert keeps close to its fair share for the whole run, on every seed,
-# while without them the load concentrates. Compare the accuracy columns as well: on this small
-# task a collapsed layer still fits well (a few experts have capacity enough for it), and the
-# balanced runs are no better for it — the losses are a constraint on the router, not a free
+# With the losses, the load stays far more even on every seed (the CV² columns and the last
+# line), while without them it concentrates. Compare the accuracy columns as well, and the
+# accuracy verdict: on this small task a collapsed layer still fits, and the losses do not buy
+# accuracy — by the course's rule the unbalanced runs are even slightly ahead, though the gap
+# only just clears the spread. The losses are a constraint on the router, not a free
 # improvement of the task. What they buy is that all sixteen experts' parameters are used, and that no
 # expert receives far more tokens than the hardware planned for — which becomes a hard limit in
 # lesson 03, where each expert has a fixed capacity and the overflow is dropped.
 #
 # ## Check your understanding
+#
+# (Short answers, each pointing to the cell that shows it, are in `solutions/answers/02.md`:
+# try the questions first.)
 #
 # 1. A top-$k$ layer has $E = 64$ experts and $k = 2$. How do its parameters and its FLOPs per
 #    token compare with a dense FFN of the same expert width? With the $E=8$, $k=8$ row above?
@@ -408,6 +478,8 @@ for name, runs in (("no balancing", collapse_runs), ("importance + load", cure_r
 # 6. Why is the CV² used rather than the variance of the loads? (Think of doubling the batch.)
 # 7. In the collapse run, which experts win? Would the same ones win with another seed? What does
 #    that suggest about whether collapse reflects the *task*?
+# 8. Swap SGD for `mm.optim.Adam` in `train_classifier` (no balancing). Does the load still
+#    collapse in 300 steps? Report the busiest share over the three seeds.
 #
 # ## Exercises
 #

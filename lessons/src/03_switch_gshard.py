@@ -33,7 +33,8 @@ import os
 
 FAST = os.environ.get("MINIMOE_FAST") == "1"  # CI runs every lesson with MINIMOE_FAST=1: fewer steps, same code
 TRAIN_STEPS = 100 if FAST else 600  # steps of each model trained for the capacity sweep
-BALANCE_STEPS = 30 if FAST else 150  # steps of minimising the Switch loss alone (section 5)
+BALANCE_STEPS = 30 if FAST else 150  # steps of minimising the Switch loss alone (section 4)
+SEEDS = (0,) if FAST else (0, 1, 2)  # each router of the capacity sweep is trained from these seeds
 
 # %%
 import dataclasses
@@ -43,7 +44,7 @@ import numpy as np
 
 import minimoe as mm
 import minimoe.functional as F
-from minimoe import nn
+from minimoe import nn, seeds
 from minimoe.moe import MoE, MoEConfig, expert_capacity, losses, plan_dispatch
 from minimoe.moe.routers import GShardRouter, SwitchRouter, TopKRouter
 
@@ -80,7 +81,10 @@ for name, router in (("Switch: gate p_i", SwitchRouter(8, 4)), ("top-1 then soft
 # are renormalised, $g_1 \leftarrow g_1/(g_1+g_2)$ and $g_2 \leftarrow g_2/(g_1+g_2)$, and the
 # second expert is only used with probability $\min(1, 2 g_2)$: in training, a token whose
 # second choice is weak usually goes to one expert only ("random routing"), which saves capacity.
-# In evaluation every second choice is used. Measured on a batch:
+# What the paper specifies is the training rule. At evaluation minimoe dispatches every second
+# choice — that is **minimoe's choice**, not GShard's: the paper does not single out evaluation,
+# and fairseq's top-2 gate applies random routing in both modes. The cell measures the dispatched share
+# of second choices in training against the rule's expected value, then checks evaluation mode:
 
 # %%
 mm.manual_seed(0)
@@ -106,12 +110,20 @@ print("in evaluation: every second choice dispatched?", gshard(batch).keep is No
 # where $k T$ is the number of token-to-expert assignments. $kT/E$ is what each expert gets when
 # routing is perfectly even; the capacity factor $\mathrm{cf}$ is head-room for unevenness, and
 # rounding *up* guarantees that $\mathrm{cf} = 1$ fits a perfectly even batch. (Code bases differ:
-# some round down, some leave out $k$, some impose a minimum — FORMULAS.md §2.7 lists them.)
+# some round down, some leave out $k$, some impose a minimum — the course's formula sheet,
+# `docs/formulas.md`, lists them under *Expert capacity*.)
+#
+# `expert_capacity` computes the formula in **exact rational arithmetic on the decimal you
+# wrote**: cf = 1.1 is read as 11/10, not as the binary float nearest to it (which is a hair
+# above 1.1). So $T = 100$, $E = 2$, $k = 1$, cf = 1.1 gives exactly $\lceil 55 \rceil = 55$,
+# where the same product in floating point lands just above 55 and rounds up to 56:
 
 # %%
 print(" T    E  k  " + "  ".join(f"cf={cf:<4}" for cf in (0.5, 1.0, 1.25, 2.0)))
 for t, e, k in ((64, 8, 1), (64, 8, 2), (100, 8, 1), (1000, 64, 2)):
     print(f"{t:4} {e:3} {k:2}  " + "  ".join(f"{expert_capacity(t, e, k, cf):7}" for cf in (0.5, 1.0, 1.25, 2.0)))
+print(f"\nT = 100, E = 2, k = 1, cf = 1.1: expert_capacity = {expert_capacity(100, 2, 1, 1.1)}; "
+      f"in floating point 1 * 100 * 1.1 / 2 = {1 * 100 * 1.1 / 2!r}, whose ceiling is {int(np.ceil(1 * 100 * 1.1 / 2))}")
 
 # %% [markdown]
 # ### Dispatch with dropping
@@ -121,10 +133,40 @@ for t, e, k in ((64, 8, 1), (64, 8, 2), (100, 8, 1), (1000, 64, 2)):
 # that finds its expert's buffer full is **dropped**. A dropped token is not lost — in a
 # Transformer the MoE layer sits on a residual branch, so the token continues unchanged — but it
 # misses that layer's expert computation. The library's `plan_dispatch` does this; here are six
-# tokens, three experts, top-2, capacity 2:
+# tokens, three experts, top-2, capacity 2. First as a picture — each expert's buffer of two
+# slots, filled in the order the rule visits the assignments — then as the library computes it:
 
 # %%
+def draw_capacity_buffers(expert_index, capacity):
+    """Each expert's buffer of `capacity` slots, filled first choices first, each in token order;
+    an assignment that finds its buffer full is drawn as dropped beside it."""
+    n_experts = int(expert_index.max()) + 1
+    filled = {e: [] for e in range(n_experts)}
+    dropped = {e: [] for e in range(n_experts)}
+    for j in range(expert_index.shape[1]):  # all first choices, then all second choices
+        for t in range(expert_index.shape[0]):
+            e = int(expert_index[t, j])
+            (filled[e] if len(filled[e]) < capacity else dropped[e]).append(f"t{t}·{j + 1}")
+    fig, ax = plt.subplots(figsize=(8, 0.9 * n_experts + 0.6))
+    for e in range(n_experts):
+        y = n_experts - 1 - e
+        ax.text(-0.3, y, f"expert {e}", ha="right", va="center")
+        for slot in range(capacity):
+            ax.add_patch(plt.Rectangle((slot, y - 0.35), 0.95, 0.7, fc="C0" if slot < len(filled[e]) else "w", ec="k"))
+            if slot < len(filled[e]):
+                ax.text(slot + 0.47, y, filled[e][slot], ha="center", va="center", color="w")
+        for n, name in enumerate(dropped[e]):
+            ax.text(capacity + 0.3 + 0.9 * n, y, name, ha="left", va="center", color="C3",
+                    bbox={"fc": "w", "ec": "C3", "ls": "--"})
+    ax.text(capacity / 2, n_experts - 0.45, f"buffer: capacity C = {capacity}", ha="center")
+    ax.text(capacity + 0.3, n_experts - 0.45, "dropped (buffer full)", color="C3")
+    ax.set_xlim(-1.6, capacity + 4.5), ax.set_ylim(-0.6, n_experts), ax.axis("off")
+    ax.set_title("Capacity buffers: 'tT·j' is token T's j-th choice", fontsize=10)
+    plt.show()
+
+
 expert_index = np.array([[1, 0], [0, 2], [1, 2], [2, 1], [0, 1], [0, 2]])  # (T, k): expert 0 is popular
+draw_capacity_buffers(expert_index, capacity=2)
 plan = plan_dispatch(expert_index, n_experts=3, capacity=2)
 kept = np.zeros(expert_index.size, dtype=bool)
 kept[plan.order] = True  # assignment a = j * T + t is token t's j-th choice (k-major numbering)
@@ -144,7 +186,8 @@ print("assignments per expert after the capacity:", plan.group_sizes, "| dropped
 # lesson 02 (2-D points, 8 classes), now with $E = 8$ experts on a **residual** branch, $y = h +
 # \mathrm{MoE}(h)$, so a dropped token keeps its features. Four routers are trained without a
 # capacity limit, then evaluated on held-out data at a range of capacity factors, reading the
-# dropped fraction from `layer.report`:
+# dropped fraction from `layer.report`. Each router is trained from three seeds: the plots show
+# the mean over seeds with the range shaded, and the table mean ± spread (half the range).
 #
 # - Switch without balancing;
 # - Switch with its balancing loss (section 4) at $\alpha = 10^{-2}$, the paper's value, and at
@@ -200,16 +243,21 @@ MODELS = {
     "Switch, α = 0.1": ("switch", 0.1),
     "GShard top-2, α = 0.1": ("gshard", 0.1),
 }
-models = {name: train_classifier(*spec) for name, spec in MODELS.items()}
+runs = {name: {seed: train_classifier(*spec, seed=seed) for seed in SEEDS} for name, spec in MODELS.items()}
+models = {name: by_seed[SEEDS[0]] for name, by_seed in runs.items()}  # section 5 looks at these
 x_test, labels_test = grid_task(4096, np.random.default_rng(1000))
 factors = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
-sweep = {name: [at_capacity(model, x_test, labels_test, cf) for cf in factors] for name, model in models.items()}
-dropless = {name: at_capacity(model, x_test, labels_test, None) for name, model in models.items()}
+sweep = {name: np.array([[at_capacity(model, x_test, labels_test, cf) for cf in factors] for model in by_seed.values()])
+         for name, by_seed in runs.items()}  # (seeds, factors, 2): dropped fraction and accuracy
+dropless = {name: np.array([at_capacity(model, x_test, labels_test, None) for model in by_seed.values()])
+            for name, by_seed in runs.items()}  # (seeds, 2)
 
 fig, (ax_drop, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
-for name in models:
-    ax_drop.plot(factors, [d for d, _ in sweep[name]], "o-", ms=3, label=name)
-    ax_acc.plot(factors, [a for _, a in sweep[name]], "o-", ms=3, label=name)
+for n, name in enumerate(runs):
+    for ax, column in ((ax_drop, 0), (ax_acc, 1)):
+        values = sweep[name][:, :, column]
+        ax.plot(factors, values.mean(axis=0), "o-", ms=3, color=f"C{n}", label=name)
+        ax.fill_between(factors, values.min(axis=0), values.max(axis=0), color=f"C{n}", alpha=0.2)
 ax_drop.set_xscale("log", base=2)
 ax_drop.set_xlabel("capacity factor")
 ax_drop.set_ylabel("fraction of assignments dropped")
@@ -222,26 +270,43 @@ ax_acc.set_title("What the drops cost")
 plt.tight_layout()
 plt.show()
 
-print(f"{'router':24} {'load per expert (dropless)':44} " + " ".join(f"cf={cf:<4}" for cf in (1.0, 1.25, 2.0)) + "  dropless acc.")
+def pm(values):
+    """mean ± spread of fractions over seeds, in percent."""
+    s = seeds.summarize(values)
+    return f"{100 * s.mean:5.1f} ± {100 * s.spread:4.1f}%"
+
+
+print(f"dropped fraction and accuracy, mean ± spread over seeds {SEEDS}")
+print(f"{'router':24} " + " ".join(f"{'drops at cf=' + str(cf):>15}" for cf in (1.0, 1.25, 2.0)) + f"  {'dropless acc.':>15}")
+for name in runs:
+    drops = " ".join(f"{pm(sweep[name][:, factors.index(cf), 0]):>15}" for cf in (1.0, 1.25, 2.0))
+    print(f"{name:24} {drops}  {pm(dropless[name][:, 1]):>15}")
+print(f"\nload per expert (dropless) of the seed-{SEEDS[0]} models:")
 for name, model in models.items():
     at_capacity(model, x_test, labels_test, None)
-    load = model.moe.report.load
-    drops = " ".join(f"{sweep[name][factors.index(cf)][0]:7.1%}" for cf in (1.0, 1.25, 2.0))
-    print(f"{name:24} {np.array2string(load, precision=2):44} {drops}  {dropless[name][1]:12.1%}")
+    print(f"  {name:24} {np.array2string(model.moe.report.load, precision=2)}")
+at_125 = {name: sweep[name][:, factors.index(1.25), 0] for name in runs}
+print("\ndrops at cf = 1.25:", seeds.verdict(at_125["Switch, α = 0.1"], at_125["Switch, α = 0.01"], "α = 0.1", "α = 0.01"))
+print("dropless accuracy:  ", seeds.verdict(dropless["Switch, α = 0.1"][:, 1], dropless["Switch, no balancing"][:, 1],
+                                         "α = 0.1", "no balancing", lower_is_better=False))
 
 # %% [markdown]
 # The curves say what capacity is about:
 #
 # - A router trained **without balancing** sends most tokens to a few experts; at
-#   $\mathrm{cf} = 1$ a large share of its assignments is dropped, and it needs a capacity factor
+#   $\mathrm{cf} = 1$ most of its assignments are dropped (about 73%), and it needs a capacity factor
 #   near $E \times$ (its busiest expert's share) before nothing is dropped — at which point the
 #   buffers hold many times the batch, mostly empty.
-# - **With the Switch loss** at $\alpha = 0.1$ the load is close to even, a capacity factor a little
-#   above 1 already drops (almost) nothing, and accuracy holds. That is the regime the Switch paper
-#   reports at scale (capacity factors 1.0–1.25, typically under 1% dropped). At the paper's
-#   $\alpha = 10^{-2}$ this small model balances only partly in the same number of steps: $\alpha$
-#   trades the task against the balance, and the right value depends on the model and the budget.
-# - The accuracy panel shows the cost of drops: each dropped token loses the expert's contribution.
+# - **With the Switch loss** at $\alpha = 0.1$ the load is close to even, and at a capacity factor
+#   of 1.25 only a percent or two of assignments are dropped on average over the seeds. That is
+#   the regime the Switch paper reports at scale (capacity factors 1.0–1.25, typically under 1%
+#   dropped). At the paper's $\alpha = 10^{-2}$ this small model balances only partly in the same
+#   number of steps (the verdict line: clearly more drops at cf = 1.25): $\alpha$ trades the task against the
+#   balance, and the right value depends on the model and the budget.
+# - The accuracy panel shows the cost of drops: each dropped token loses the expert's
+#   contribution. Without drops (the last column) the routers are alike — between $\alpha = 0.1$
+#   and no balancing there is no clear difference — so here balancing is about capacity, not
+#   about what the model can learn.
 #
 # ## 4. The Switch balancing loss
 #
@@ -357,7 +422,8 @@ print("f at the start:", fractions[0], " f at the end:", fractions[-1])
 #
 # The same idea is written with different normalisations across papers and code, which matters
 # when you copy a coefficient from one code base into another. A good test oracle is the value
-# each gives under **perfectly uniform** routing (FORMULAS.md §2.8). We build such a batch —
+# each gives under **perfectly uniform** routing (`docs/formulas.md`, *Balancing losses: one idea, many
+# constants*). We build such a batch —
 # router probabilities exactly $1/E$ everywhere, and assignments in round-robin so every expert
 # gets the same count — and evaluate each convention on it, for $k = 1$ and $k = 2$:
 
@@ -495,6 +561,9 @@ for name in ("Switch, no balancing", "Switch, α = 0.1", "GShard top-2, α = 0.1
 # capacity simply cutting each block short.
 #
 # ## Check your understanding
+#
+# (Short answers, each pointing to the cell that shows it, are in `solutions/answers/03.md`:
+# try the questions first.)
 #
 # 1. With $T = 1000$ tokens, $E = 64$ experts, top-2 and $\mathrm{cf} = 1.25$, what is $C$? How
 #    many slots are there in all, and how many assignments?

@@ -1,4 +1,5 @@
-"""Balancing losses and the router z-loss, each as written in its paper (FORMULAS.md §2.3-2.15).
+"""Balancing losses and the router z-loss, each as written in its paper
+(docs/formulas.md §4, §6–§9, §11, §15–§16).
 
 Every loss here is returned *without* its coefficient; the layer multiplies by the coefficient of
 its config. So a loss of 1.0 from `switch_balance_loss` is the perfectly balanced value, and the
