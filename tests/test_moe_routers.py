@@ -1,5 +1,4 @@
-"""Every router on a hand-computed case from its paper, against NumPy and Python math
-(FORMULAS.md §2.1-2.6, 2.10-2.12, 2.15)."""
+"""Every router on a hand-computed case from its paper, against NumPy and Python math."""
 import math
 
 import numpy as np
@@ -17,6 +16,7 @@ from minimoe.moe.routers import (
     SwitchRouter,
     TopKRouter,
 )
+from minimoe.moe.routers.hash import frequency_balanced_table, shuffled_round_robin_table
 from minimoe.rng import device_rng
 
 
@@ -186,6 +186,20 @@ def test_deepseek_bias_changes_the_choice_but_not_the_gate_values():
     np.testing.assert_allclose(routing.probs.data, [s / s.sum()])  # s' of eq. 19, unbiased
 
 
+def test_deepseek_top1_gate_is_the_affinity_by_default_and_one_under_eq_13():
+    logits = np.array([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]])
+    x = f64(np.eye(2))
+    default = with_weights(DeepSeekV3Router(2, 3, 1), weight=logits)(x)
+    np.testing.assert_array_equal(default.expert_index[:, 0], [2, 0])
+    np.testing.assert_allclose(default.gates.data[:, 0], sigmoid(np.array([2.0, 1.0])), rtol=1e-12)
+    paper = with_weights(DeepSeekV3Router(2, 3, 1, normalize_top1=True, scaling=2.5), weight=logits)(x)
+    np.testing.assert_allclose(paper.gates.data, 2.5)  # eq. 13: s / s = 1, times the scaling
+    # the constant gate is the top-1 trap: the task loss sends the router no gradient
+    router = with_weights(DeepSeekV3Router(2, 3, 1, normalize_top1=True), weight=logits)
+    (router(x).gates * 3.0).sum().backward()
+    np.testing.assert_allclose(router.weight.grad, 0.0, atol=1e-12)
+
+
 def test_deepseek_bias_gets_no_gradient():
     rng = np.random.default_rng(4)
     router = with_weights(DeepSeekV3Router(3, 4, 2), weight=rng.normal(size=(3, 4)))
@@ -220,15 +234,71 @@ def test_group_limited_routing_on_random_tokens():
 
 
 # ---- hash routing (Roller et al. 2021) ----------------------------------------------------------------
-def test_hash_routing_is_a_fixed_balanced_map():
+def test_hash_routing_without_counts_is_a_fixed_round_robin_over_the_vocabulary():
     router = HashRouter(vocab_size=10, n_experts=4)
     counts = np.bincount(router.table, minlength=4)
     assert counts.sum() == 10 and set(counts) <= {2, 3}  # V/E = 2.5, each expert owns 2 or 3 ids
     np.testing.assert_array_equal(HashRouter(10, 4).table, router.table)  # same in every instance
+    np.testing.assert_array_equal(shuffled_round_robin_table(10, 4), router.table)
     ids = np.array([[3, 7, 3], [0, 9, 1]])
     routing = router(f64(np.zeros((6, 2))), token_ids=ids)
     np.testing.assert_array_equal(routing.expert_index[:, 0], router.table[ids.reshape(-1)])
     np.testing.assert_array_equal(routing.gates.data, 1.0)
+
+
+def test_frequency_balanced_table_on_a_hand_case():
+    # Roller et al.'s balanced assignment: most frequent first, each to the expert with the least text.
+    # counts 5, 4, 3, 2, 1, 1 (ids 0..5), 2 experts:
+    #   id 0 (5) -> expert 0, loads 5/0;   id 1 (4) -> 1, 5/4;   id 2 (3) -> 1, 5/7;   id 3 (2) -> 0, 7/7;
+    #   id 4 (1): tie in load, tie in types (2 each) -> lower index 0, 8/7;   id 5 (1) -> 1, 8/8
+    table = frequency_balanced_table([5, 4, 3, 2, 1, 1], 2)
+    np.testing.assert_array_equal(table, [0, 1, 1, 0, 0, 1])
+    # unseen ids (count 0) go where fewer types are, not all to expert 0: ids 1 and 3 (6 each) -> 0, 1;
+    # then id 0 -> 0 (loads and types tie: lower index), id 2 -> 1 (fewer types)
+    np.testing.assert_array_equal(frequency_balanced_table([0, 6, 0, 6], 2), [0, 0, 1, 1])
+    np.testing.assert_array_equal(frequency_balanced_table([0, 0, 0, 0, 0], 2), [0, 1, 0, 1, 0])
+
+
+def test_frequency_balanced_table_beats_the_round_robin_on_skewed_text():
+    rng = np.random.default_rng(3)
+    counts = np.round(1000 / np.arange(1, 41) ** 1.1).astype(int)  # a Zipf-like vocabulary of 40 ids
+    counts = counts[rng.permutation(40)]
+    def max_over_mean(table):
+        load = np.bincount(table, weights=counts, minlength=8)
+        return load.max() / load.mean()
+    balanced, round_robin = frequency_balanced_table(counts, 8), shuffled_round_robin_table(40, 8)
+    assert max_over_mean(balanced) < max_over_mean(round_robin)
+    # the greedy fill is within one token's count of the mean, or the busiest expert holds one token only
+    load = np.bincount(balanced, weights=counts, minlength=8)
+    busiest = load.argmax()
+    assert load[busiest] - load.mean() <= counts[balanced == busiest].min() or (balanced == busiest).sum() == 1
+
+
+def test_hash_router_with_token_counts_uses_the_balanced_table():
+    counts = [5, 4, 3, 2, 1, 1]
+    router = HashRouter(vocab_size=6, n_experts=2, token_counts=counts)
+    np.testing.assert_array_equal(router.table, [0, 1, 1, 0, 0, 1])
+    routing = router(f64(np.zeros((3, 2))), token_ids=np.array([2, 0, 5]))
+    np.testing.assert_array_equal(routing.expert_index[:, 0], [1, 0, 1])
+
+
+@pytest.mark.parametrize("counts, message", [
+    ([1, 2], r"token_counts has 2 entries for a vocabulary of 3"),
+    ([1, -2, 3], r"token_counts must be finite counts >= 0"),
+    ([1, np.nan, 3], r"token_counts must be finite counts >= 0"),
+])
+def test_hash_router_refuses_bad_counts(counts, message):
+    with pytest.raises(ValueError, match=message):
+        HashRouter(vocab_size=3, n_experts=2, token_counts=counts)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_hash_router_stops_on_a_non_finite_input(bad):
+    x = np.zeros((3, 2))
+    x[1, 0] = bad
+    with pytest.raises(ValueError, match="hash router input contains NaN or infinity"):
+        HashRouter(vocab_size=4, n_experts=2)(f64(x), token_ids=np.array([0, 1, 2]))
 
 
 def test_hash_layer_routes_equal_ids_to_equal_experts():

@@ -44,10 +44,9 @@
 import os
 
 FAST = os.environ.get("MINIMOE_FAST") == "1"  # CI runs every lesson with MINIMOE_FAST=1: fewer steps, same code
-LAYOUT_STEPS = 40 if FAST else 400  # steps of each coarse / fine / fine + shared run
-LAYOUT_SEEDS = (0,) if FAST else (0, 1)  # each layout is trained from these seeds
-BALANCE_STEPS = 40 if FAST else 400  # steps of each balancing run
-BALANCE_SEEDS = (0,) if FAST else (0, 1)  # each balancing method is trained from these seeds
+SEEDS = (0, 1, 2)  # every layout and every balancing method is trained from these seeds
+LAYOUT_STEPS = 20 if FAST else 400  # steps of each coarse / fine / fine + shared run
+BALANCE_STEPS = 20 if FAST else 400  # steps of each balancing run
 
 # %%
 # The tiny model's matrices are far too small for BLAS threads to pay off, and on a busy machine
@@ -65,6 +64,7 @@ from minimoe.calculator import count_parameters
 from minimoe.models import ModelConfig, Transformer, model_summary
 from minimoe.moe import Experts, MoE, MoEConfig
 from minimoe.moe.routers import DeepSeekV3Router
+from minimoe.seeds import table, verdict
 from minimoe.train import TrainConfig, train_in_memory
 
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6.4, 3.6), "axes.grid": True, "grid.alpha": 0.3})
@@ -162,13 +162,16 @@ print("output = sum of gated routed experts + shared expert:", np.allclose(y, ro
 # | fine-grained ($m = 4$) | 32 | 32 | 8 | 0 | $8 \cdot 32 = 256$ |
 # | fine-grained + 1 shared | 31 | 32 | 7 | 1 | $7 \cdot 32 + 32 = 256$ |
 #
-# The router is the same in all three (softmax, top-$k$, renormalise; the Switch balancing loss
-# with $\alpha = 0.01$; nothing dropped), so only the layout differs. First the check that the
+# The router is the same in all three and is DeepSeekMoE's, as written in section 1: softmax over
+# the experts, keep the top $k$, and use the kept probabilities as the gates *without*
+# renormalising them (`renormalize=False`; they sum to less than one). The Switch balancing loss
+# with $\alpha = 0.01$ and nothing dropped, so only the layout differs. First the check that the
 # compute really is equal — the calculator counts every parameter and every matmul FLOP from the
 # config, and the count agrees with the model the config builds:
 
 # %%
 BASE = ModelConfig(d_model=32, n_layers=2, n_heads=4, context=32, n_experts=8, top_k=2, expert_hidden=128)
+BASE = dataclasses.replace(BASE, renormalize=False)  # DeepSeekMoE's gate: g = s for the chosen experts
 LAYOUTS = {
     "coarse 8 x 128, top-2": BASE,
     "fine 32 x 32, top-8": dataclasses.replace(BASE, n_experts=32, top_k=8, expert_hidden=32),
@@ -193,7 +196,9 @@ for name, config in LAYOUTS.items():
 # layer. The real price is elsewhere: more, smaller matmuls, and more token copies to sort and
 # scatter, which the wall time per step below shows.
 #
-# Each layout is trained from two seeds on the same batches for the same number of steps.
+# Each layout is trained from three seeds on the same batches for the same number of steps. What
+# to expect, if DeepSeekMoE's claim holds at this scale: the fine-grained layouts end lower than
+# the coarse one at the same FLOPs. Whether they do, only the spread over seeds can say.
 
 # %%
 def train_config(steps, seed=0):
@@ -207,16 +212,16 @@ def val_curve(run):
 
 layout_runs = {}
 for name, config in LAYOUTS.items():
-    for seed in LAYOUT_SEEDS:
+    for seed in SEEDS:
         layout_runs[name, seed] = train_in_memory(config, train_config(LAYOUT_STEPS, seed))
     ms = 1e3 * layout_runs[name, seed].seconds / LAYOUT_STEPS
-    print(f"{name:32} {len(LAYOUT_SEEDS)} x {LAYOUT_STEPS} steps, {ms:.0f} ms per step (with evaluations)")
+    print(f"{name:32} {len(SEEDS)} x {LAYOUT_STEPS} steps, {ms:.0f} ms per step (with evaluations)")
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
 for i, name in enumerate(LAYOUTS):
-    for seed in LAYOUT_SEEDS:
-        ax.plot(*val_curve(layout_runs[name, seed]), "o-" if seed == LAYOUT_SEEDS[0] else "s--", ms=3,
+    for seed in SEEDS:
+        ax.plot(*val_curve(layout_runs[name, seed]), ("o-", "s--", "^:")[seed % 3], ms=3,
                 color=f"C{i}", label=f"{name}, seed {seed}")
 ax.set_ylim(top=3.2)
 ax.set_xlabel("training step")
@@ -225,20 +230,22 @@ ax.set_title("Equal active compute: coarse, fine-grained, fine-grained + shared"
 ax.legend(fontsize=8)
 plt.show()
 
-print(f"{'layout':32} " + " ".join(f"{'seed ' + str(s):>8}" for s in LAYOUT_SEEDS) + f" {'mean':>8}")
-for name in LAYOUTS:
-    finals = [layout_runs[name, seed].records[-1]["val_loss"] for seed in LAYOUT_SEEDS]
-    print(f"{name:32} " + " ".join(f"{v:8.3f}" for v in finals) + f" {np.mean(finals):8.3f}")
+layout_val = {name: [layout_runs[name, seed].records[-1]["val_loss"] for seed in SEEDS] for name in LAYOUTS}
+print(table(layout_val, "validation loss"))
+COARSE, FINE, SHARED = LAYOUTS
+print(verdict(layout_val[FINE], layout_val[COARSE], "fine", "coarse"))
+print(verdict(layout_val[SHARED], layout_val[COARSE], "fine + shared", "coarse"))
+print(verdict(layout_val[SHARED], layout_val[FINE], "fine + shared", "fine"))
 
 # %% [markdown]
-# Compare the final validation losses seed by seed (each seed starts the three layouts from its
-# own initial weights and feeds them the same batches). In both seeds here, both fine-grained
-# layouts end below the coarse one, at the same FLOPs — this run's evidence, at a tiny scale and
-# for a few hundred steps, for DeepSeekMoE's claim that finer experts learn better at equal
-# compute. Between fine-grained and fine-grained + shared the two seeds disagree: the shared
-# expert's effect is smaller than the seed-to-seed spread here. DeepSeekMoE's ablation studies
-# find that both changes help at their scale; two seeds of a tiny model can support the first
-# and cannot settle the second.
+# Read the verdicts under the table (each seed starts the three layouts from its own initial
+# weights and feeds them the same batches). Fine-grained against coarse is a clear difference: the
+# 32 narrow experts end lower on every seed, at the same FLOPs — this run's evidence, at a tiny
+# scale and for a few hundred steps, for DeepSeekMoE's claim that finer experts learn better at
+# equal compute. The shared expert is another matter: fine + shared against coarse and against
+# fine are both "no clear difference" — its seeds range more widely than the gaps. DeepSeekMoE's
+# ablations find that both changes help at their scale; three seeds of a tiny model support the
+# first and cannot settle the second.
 #
 # ## 4. The DeepSeek-V3 gate
 #
@@ -258,6 +265,13 @@ for name in LAYOUTS:
 # - The chosen scores are **normalised** to sum to one (and the released model multiplies them by
 #   a constant `routed_scaling_factor` = 2.5; minimoe's `routed_scaling`, 1 by default).
 #
+# **One departure from eq. 13, at $k = 1$.** With a single chosen expert the normalisation gives
+# $g = s / s = 1$ for every token: a constant gate, so the task loss sends the router no gradient
+# at all — the top-1 trap of lesson 03. minimoe's router therefore skips the normalisation when
+# $k = 1$ and uses the affinity $s$ itself as the gate (as Switch does with its probability); the
+# paper's literal form is the option `DeepSeekV3Router(..., normalize_top1=True)`. For $k > 1$ the
+# two are the same. The cell after the next one shows both at $k = 1$.
+#
 # (V3 also limits each token to experts on at most 4 of 8 groups of devices — *group-limited
 # routing*, minimoe's `n_groups` and `topk_groups` — a systems constraint we leave aside here.)
 # The library's router, on four tokens, first with zero bias and then with expert 0's bias raised:
@@ -276,6 +290,19 @@ s = mm.functional.sigmoid(biased.logits).numpy()
 chosen = np.take_along_axis(s, biased.expert_index, axis=1)
 print("gates = unbiased s of the chosen experts, normalised:",
       np.allclose(biased.gates.numpy(), chosen / chosen.sum(axis=1, keepdims=True)))
+
+# %% [markdown]
+# And $k = 1$: the library's default gate is the affinity, the paper's form a constant 1, whose
+# gradient with respect to the router's weights is exactly zero.
+
+# %%
+for normalize_top1 in (False, True):
+    mm.manual_seed(0)
+    top1 = DeepSeekV3Router(d_model=d, n_experts=8, k=1, normalize_top1=normalize_top1)
+    gates = top1(x).gates
+    gates.sum().backward()
+    print(f"normalize_top1={normalize_top1!s:5}: gates {gates.numpy().ravel().round(3)}, "
+          f"largest |router gradient| {np.abs(top1.weight.grad).max():.2e}")
 
 # %% [markdown]
 # ## 5. Auxiliary-loss-free balancing
@@ -307,7 +334,9 @@ print("gates = unbiased s of the chosen experts, normalised:",
 # | bias, $\gamma = 0.001$ | the update rule with V3's speed |
 # | bias, $\gamma = 0.01$ | ten times faster |
 #
-# and all four again from a second seed.
+# and all four again from two more seeds. What to expect: every balancing method should bring the
+# busiest expert's load toward the mean, the fast bias soonest; whether any of them changes the
+# validation loss is for the verdicts over the three seeds to say.
 # V3 trains for hundreds of thousands of steps; our runs have a few hundred, over which
 # $\gamma = 0.001$ can move a bias by at most a few tenths — which is why the faster rate is here
 # too. After every step we record the load of each layer and every router's bias.
@@ -329,7 +358,7 @@ def record_biases(trajectory):
 
 
 balance_runs, biases = {}, {}
-for seed in BALANCE_SEEDS:
+for seed in SEEDS:
     for name, config in BALANCING.items():
         trajectory = []
         balance_runs[name, seed] = train_in_memory(config, train_config(BALANCE_STEPS, seed),
@@ -350,7 +379,7 @@ def smooth(y, width=15):
     return np.convolve(np.pad(y, (width // 2, width - 1 - width // 2), mode="edge"), np.ones(width) / width, "valid")
 
 
-SEED = BALANCE_SEEDS[0]  # the plots show the first seed; the table shows all
+SEED = SEEDS[0]  # the plots show the first seed; the table shows all
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
 for i, name in enumerate(BALANCING):
     axes[0].plot(smooth(max_over_mean(balance_runs[name, SEED])), color=f"C{i}", label=name)
@@ -367,30 +396,41 @@ plt.show()
 print(f"{'run':20} {'seed':>4} {'max/mean load':>14} {'':>9} {'validation':>10} {'bias spread':>12}")
 print(f"{'':20} {'':>4} {'first 50':>14} {'last 100':>9} {'loss':>10} {'(layer 0)':>12}")
 for name in BALANCING:
-    for seed in BALANCE_SEEDS:
+    for seed in SEEDS:
         run, balance = balance_runs[name, seed], max_over_mean(balance_runs[name, seed])
         print(f"{name:20} {seed:4} {balance[:50].mean():14.2f} {balance[-100:].mean():9.2f} "
               f"{run.records[-1]['val_loss']:10.3f} {np.ptp(biases[name, seed][-1, 0]):12.3f}")
 
+late_balance = {name: [max_over_mean(balance_runs[name, seed])[-100:].mean() for seed in SEEDS] for name in BALANCING}
+balance_val = {name: [balance_runs[name, seed].records[-1]["val_loss"] for seed in SEEDS] for name in BALANCING}
+print("\n" + table(late_balance, "max/mean, last 100"))
+print("\n" + table(balance_val, "validation loss"))
+NONE, LOSS, SLOW, QUICK = BALANCING
+for a, b in ((LOSS, NONE), (SLOW, NONE), (QUICK, NONE), (SLOW, LOSS), (QUICK, LOSS), (QUICK, SLOW)):
+    print(f"{a} vs {b}:\n  balance:    {verdict(late_balance[a], late_balance[b], a, b)}"
+          f"\n  validation: {verdict(balance_val[a], balance_val[b], a, b)}")
+
 # %% [markdown]
-# Read the two plots and the table together. Without any balancing the load stays uneven: the
-# busiest expert keeps well over twice its share. The loss and both bias rates pull it toward the
-# mean. The fast bias gets there first and ends the most even; the bias at the paper's rate
-# needs most of this short run — each step can move a bias by only $\gamma$ — and ends about as
-# even as the loss. All of it without a balancing term in the objective: the bias runs optimise
-# the language-modelling loss alone.
+# Read the two plots and the tables together. Without any balancing the load stays uneven: over
+# the last 100 steps the busiest expert keeps about 2.6 times its share. The loss and both bias
+# rates pull it toward the mean — each a clear difference from "none". The fast bias gets there
+# first and ends the most even (about 1.33, with almost no spread over seeds); the bias at the
+# paper's rate needs most of this short run — each step can move a bias by only $\gamma$ — and
+# still ends clearly more even than the loss (about 1.50 against 1.63). All of it without a
+# balancing term in the objective: the bias runs optimise the language-modelling loss alone.
 #
-# The validation losses are the other half of the question. Here the loss-balanced run and the
-# fast bias end close together, the unbalanced run a little higher, and the slow bias highest, in
-# both seeds. One plausible reading of the last: while its biases are still moving, the routing
-# of many tokens keeps changing, so experts train on a shifting set of tokens. Two cautions.
-# The differences are a few hundredths of a nat, the size of the seed-to-seed spread in the table.
-# And Wang et al.'s argument for the bias — that a balancing loss's gradient interferes with the
-# task, more so the stronger it must be — concerns large models trained for very long; a few
-# hundred steps of a tiny model cannot test it. What the run does show is the mechanism working:
-# a rule with no gradient at all balances the load as well as the loss does. (In a dropless layer
-# balance is mostly about hardware — no expert, and no device, waits on the busiest — which
-# matters once experts are spread over devices, lesson 09.)
+# The validation losses are the other half of the question, and there the verdicts are mostly
+# "no clear difference": none of the three balancing methods is clearly better or worse than no
+# balancing, and the fast bias is indistinguishable from the loss. Two gaps do pass the rule: the
+# slow bias ends clearly behind both the loss and the fast bias, by 0.03–0.04 nats. One plausible
+# reading, not measured here: while its biases are still moving, the routing of many tokens keeps
+# changing, so experts train on a shifting set of tokens. Wang et al.'s argument for the bias —
+# that a balancing loss's gradient interferes with the task, more so the stronger it must be —
+# concerns large models trained for very long; a few hundred steps of a tiny model cannot test it.
+# What the run does show is the mechanism working: a rule with no gradient at all balances the
+# load at least as well as the loss does. (In a dropless layer balance is mostly about hardware —
+# no expert, and no device, waits on the busiest — which matters once experts are spread over
+# devices, lesson 09.)
 #
 # Finally the biases themselves. Each line is one expert of layer 0:
 

@@ -224,7 +224,8 @@ for name, (spec, _, _) in PUBLISHED.items():
 
 # %% [markdown]
 # In bf16 Mixtral needs two 80 GB GPUs for its weights alone; in int8 it fits on one, with what
-# is left for the KV cache. DeepSeek-V3 needs a whole node of GPUs even in 4-bit, and training
+# is left for the KV cache. DeepSeek-V3 needs most of a node even in 4-bit (336 GB: five of a
+# node's eight 80 GB GPUs, before any KV cache), and training
 # either model needs many more, for the model state before a single activation. Two answers
 # follow, and the rest of the lesson
 # takes them in turn: spread the experts over many devices (**expert parallelism**, section 5),
@@ -302,6 +303,41 @@ mm.use("numpy")
 # 4. **combine all-to-all**: the results go back the same way, and each rank sums its tokens'
 #    $k$ weighted outputs.
 #
+# The diagram below draws one MoE layer on $R = 4$ ranks with 8 experts, two per rank: every rank
+# sends rows to every rank (itself included: those rows never leave it), the experts run, and the
+# results travel the reverse way.
+
+# %%
+def draw_all_to_all(ranks=4, experts_per_rank=2):
+    """A schematic of expert parallelism: tokens -> dispatch all-to-all -> experts -> combine all-to-all."""
+    fig, ax = plt.subplots(figsize=(11, 4.2), layout="constrained")
+    columns = {"tokens": 0.0, "experts": 4.0, "outputs": 8.0}
+    for r in range(ranks):
+        y = ranks - 1 - r
+        for name, x in columns.items():
+            label = {"tokens": f"rank {r}\nits tokens, router",
+                     "experts": f"rank {r}\nexperts " + ", ".join(str(r * experts_per_rank + j) for j in range(experts_per_rank)),
+                     "outputs": f"rank {r}\ncombine its tokens"}[name]
+            ax.add_patch(plt.Rectangle((x - 0.8, y - 0.32), 1.6, 0.64, facecolor=f"C{r}", alpha=0.25, edgecolor=f"C{r}"))
+            ax.text(x, y, label, ha="center", va="center", fontsize=8)
+    for s_ in range(ranks):
+        for q in range(ranks):
+            ys, yq = ranks - 1 - s_, ranks - 1 - q
+            style = dict(arrowstyle="->", color=f"C{s_}", lw=1.6 if s_ == q else 0.9, ls="-" if s_ == q else "--")
+            ax.annotate("", xy=(columns["experts"] - 0.85, yq), xytext=(columns["tokens"] + 0.85, ys), arrowprops=style)
+            ax.annotate("", xy=(columns["outputs"] - 0.85, ys), xytext=(columns["experts"] + 0.85, yq), arrowprops=style)
+    ax.text(2.0, ranks - 0.35, "dispatch all-to-all\n(rows $n_{s \\to q}$ of $d$ numbers)", ha="center", fontsize=9)
+    ax.text(6.0, ranks - 0.35, "combine all-to-all\n(the same rows, back)", ha="center", fontsize=9)
+    ax.set_xlim(-1, 9)
+    ax.set_ylim(-0.6, ranks + 0.2)
+    ax.axis("off")
+    ax.set_title("Expert parallelism: solid arrows stay on their rank, dashed ones cross to another", fontsize=10)
+    plt.show()
+
+
+draw_all_to_all()
+
+# %% [markdown]
 # The backward pass repeats both exchanges in reverse with the gradients. Per MoE layer and step,
 # the bytes that cross between ranks are
 #
@@ -421,8 +457,10 @@ plt.show()
 # factor caps each expert's rows and so drops traffic (and tokens) when the router is unbalanced;
 # at factor 2 little is dropped. The last column is the balance that sets the speed: the
 # busiest rank's experts process more rows than the mean, and everyone waits for it. That is what
-# the balancing losses of lessons 03 and 07, and DeepSeek's device-limited routing, are for;
-# note how much worse the balance is at top-1 than at top-2.
+# the balancing losses of lessons 03 and 07 are for; note how much worse the balance is at top-1
+# than at top-2. DeepSeek's device-limited (V2) and node-limited (V3) routing answer a different
+# cost: they bound *communication*, the number of devices or nodes a token's rows can reach, not
+# the balance of the ranks.
 #
 # ## 6. Serving: expert offloading and caching
 #
@@ -607,17 +645,22 @@ for bits, per_channel, kb, loss in rows:
     label = f"int{bits}, {'per channel' if per_channel else 'per tensor'}"
     print(f"{label:26} {kb:12.1f} {loss:16.4f} {loss - float_loss:+9.5f}")
 
+FLOOR = 1e-6  # changes smaller than this are drawn at it (a log axis has no zero)
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
-ax.plot(n_weights * 4 / 1e3, 0, "k*", ms=12, label="float32")
-for per_channel, marker, offset in ((True, "o-", (4, 6)), (False, "s--", (4, -12))):
+for per_channel, marker, color, offset in ((True, "o", "C0", (4, 6)), (False, "s", "C1", (4, -12))):
     chosen = [r for r in rows if r[1] == per_channel]
-    ax.plot([r[2] for r in chosen], [r[3] - float_loss for r in chosen], marker,
+    change = np.array([r[3] - float_loss for r in chosen])
+    kb = np.array([r[2] for r in chosen])
+    ax.plot(kb, np.maximum(np.abs(change), FLOOR), "-" if per_channel else "--", color=color, lw=1)
+    ax.plot(kb[change >= 0], np.maximum(change[change >= 0], FLOOR), marker, color=color,
             label="per channel" if per_channel else "per tensor")
-    for bits, _, kb, loss in chosen:
-        ax.annotate(f"int{bits}", (kb, loss - float_loss), textcoords="offset points", xytext=offset, fontsize=8)
-ax.set_yscale("symlog", linthresh=1e-4)
+    ax.plot(kb[change < 0], np.maximum(-change[change < 0], FLOOR), marker, color=color, mfc="none")
+    for (bits, _, _, _), x, y in zip(chosen, kb, change):
+        ax.annotate(f"int{bits}", (x, max(abs(y), FLOOR)), textcoords="offset points", xytext=offset, fontsize=8)
+ax.plot([], [], "ko", mfc="none", label="hollow: loss came out lower (noise, not a gain)")
+ax.set_yscale("log")
 ax.set_xlabel("memory of the experts (KB)")
-ax.set_ylabel("validation loss - float32 loss (nats)")
+ax.set_ylabel("|validation loss - float32 loss| (nats)")
 ax.set_title("Quantised experts: memory against quality")
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
@@ -625,10 +668,13 @@ plt.show()
 
 # %% [markdown]
 # Per-channel int8 cuts the experts' memory to about a quarter of float32 (half of bf16) and
-# changes the validation loss only in the last digits printed. The loss stays close down to a
-# few bits and then breaks. Per-tensor scales cost a little more at 4 bits: one large weight sets
-# the step for its whole matrix. The difference is small here because the tiny model's expert
-# columns have similar ranges; it grows with their spread (question 7). Experts tolerate this well, and since they are nearly all of an MoE's
+# changes the validation loss only in the last digits printed — sometimes downward, which is
+# rounding luck on these batches, not a gain (the hollow markers: the plot shows the size of each
+# change on a log axis, so that a lucky sign cannot pass for an improvement). The loss stays close
+# down to a few bits and then breaks at 2. Per-tensor scales, where one large weight sets the step
+# for its whole matrix, cost only slightly more at 4 bits here (compare the two int4 rows): the
+# tiny model's expert columns have similar ranges, and the difference grows with their spread
+# (question 7). Experts tolerate this well, and since they are nearly all of an MoE's
 # memory, quantising them is most of the saving: Eliseev & Mazur serve Mixtral with experts of
 # 2–3 bits, and QMoE (Frantar & Alistarh 2023, arXiv 2310.16795) compresses a 1.6-trillion
 # parameter Switch model below one bit per parameter. A tiny model trained for minutes is not a
@@ -639,9 +685,9 @@ plt.show()
 #
 # 1. Mixtral's experts have 14 336 hidden units. How many parameters does one expert hold? Which
 #    terms of the total change, and by how much, if the LM head is tied to the embedding?
-# 2. Why does an MoE need the total count for memory but only the active count for FLOPs? In
-#    which situation does even the FLOP advantage disappear (think of a batch so large that every
-#    expert is used, or of batch size one on a memory-bound GPU)?
+# 2. Why does an MoE need the total count for memory but only the active count for FLOPs? A batch
+#    so large that every expert is used on every step removes one of the MoE's advantages but not
+#    the other: which one, and why does the FLOP advantage survive any batch size?
 # 3. Where in DeepSeek-V3's breakdown do the shared experts and the first three dense layers
 #    appear, and what share of the *active* parameters do they take?
 # 4. With $R$ ranks and uniform routing, what fraction of the dispatched rows leave their rank?

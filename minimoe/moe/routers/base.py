@@ -29,8 +29,9 @@ class Routing:
 class Router(Module):
     """Scores tokens against experts with one bias-free linear map, logits = x W (W: d x E).
 
-    Initialised small (std sqrt(0.1 / d), the Switch Transformer's reduced scale, Fedus et al. 2021
-    §2.4), so routing starts near uniform and the experts break symmetry gradually.
+    Initialised small: std sqrt(0.1 / d), the reduced scale of the Switch Transformer (Fedus et al.
+    2021, §2.4), so routing starts near uniform and the experts break symmetry gradually. Switch
+    reduces the scale of *all* its weights; applying it to the router alone is minimoe's choice.
     """
 
     def __init__(self, d_model: int, n_experts: int, k: int):

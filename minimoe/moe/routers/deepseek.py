@@ -11,19 +11,24 @@ class DeepSeekV3Router(Router):
     unbiased s, normalised over the chosen ones (eq. 13) and multiplied by `scaling` (the released
     code's routed_scaling_factor, 2.5 for V3; 1 here by default).
 
+    At k = 1 eq. 13 makes every gate s / s = 1, a constant: the task loss then sends the router no
+    gradient (the top-1 trap). So by default minimoe departs from the paper at k = 1 and keeps the
+    gate s unnormalised, as Switch does; `normalize_top1=True` follows eq. 13 literally.
+
     Group-limited routing: experts are split into `n_groups` groups, each group scored by the sum of
     its two best s + b, and only the best `topk_groups` groups are eligible (V3 limits each token to
     4 of 8 nodes this way). The bias `expert_bias` is a parameter only so checkpoints keep it: it
     never gets a gradient; `update_bias` moves it (see losses.aux_free_bias_update).
     """
 
-    def __init__(self, d_model, n_experts, k, n_groups=1, topk_groups=1, scaling=1.0):
+    def __init__(self, d_model, n_experts, k, n_groups=1, topk_groups=1, scaling=1.0, normalize_top1=False):
         super().__init__(d_model, n_experts, k)
         if n_experts % n_groups:
             raise ValueError(f"{n_experts} experts do not split into {n_groups} equal groups")
         if not 1 <= topk_groups <= n_groups or k > topk_groups * n_experts // n_groups:
             raise ValueError(f"topk_groups={topk_groups} of {n_groups} groups leaves fewer than k={k} experts to choose from")
         self.n_groups, self.topk_groups, self.scaling = n_groups, topk_groups, scaling
+        self.normalize_top1 = bool(normalize_top1)
         self.expert_bias = Parameter.constant((n_experts,), 0.0)
 
     def forward(self, x, token_ids=None):
@@ -35,7 +40,7 @@ class DeepSeekV3Router(Router):
         xp = logits.xp
         index = xp.argsort(-choice, axis=-1, kind="stable")[:, : self.k]  # (T, k)
         chosen = F.gather(scores, index)  # (T, k) unbiased affinities
-        if self.k > 1:  # with k = 1 normalising would make every gate 1 and starve the router of gradient
+        if self.k > 1 or self.normalize_top1:  # at k = 1, eq. 13 makes every gate 1 (see the class docstring)
             chosen = chosen / chosen.sum(axis=-1, keepdims=True)
         gates = chosen * self.scaling
         probs = scores / scores.sum(axis=-1, keepdims=True)  # s' of eq. 19, for the sequence-wise loss

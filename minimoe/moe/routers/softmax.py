@@ -23,11 +23,12 @@ class TopKRouter(Router):
     """Top-k gating, in either order:
 
     * "softmax_then_topk": p = softmax(x W) over all experts, keep the k largest, renormalise them
-      to sum to one (Mixtral; FORMULAS.md §2.4 form A). With `renormalize=False` the kept
-      probabilities are used as they are (form C: Qwen2-MoE, DeepSeekMoE; they sum to < 1).
-    * "topk_then_softmax": keep the k largest logits and softmax over them (Shazeer et al. 2017 without
-      noise; form B). Same values as form A -- but with k = 1 the gate is always exactly 1, so the
-      router gets no gradient from the task loss (the "top-1 trap", §2.4).
+      to sum to one (the Hugging Face Mixtral code). With `renormalize=False` the kept probabilities
+      are used as they are (Qwen2-MoE's code, DeepSeekMoE §2; they sum to < 1).
+    * "topk_then_softmax": keep the k largest logits and softmax over them (Shazeer et al. 2017
+      without noise; the Mixtral paper's Softmax(TopK(x W))). The same values as the renormalised
+      first order -- but with k = 1 the gate is always exactly 1, so the router gets no gradient
+      from the task loss (the "top-1 trap" of lesson 03).
     """
 
     ORDERS = ("softmax_then_topk", "topk_then_softmax")
