@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["train", "sample", "grade", "bench", "env", "parallel", "data.make_corpus"]
+COMMANDS = ["train", "sample", "route", "grade", "bench", "env", "parallel", "data.make_corpus"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

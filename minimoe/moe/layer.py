@@ -79,9 +79,11 @@ class MoE(Module):
         xp = flat.xp
         dispatched = xp.zeros(k * n, dtype=bool)
         dispatched[plan.order] = True
-        index = xp.where(dispatched.reshape(k, n).T, routing.expert_index, -1)  # (N, k)
+        kept = dispatched.reshape(k, n).T  # (N, k)
+        index = xp.where(kept, routing.expert_index, -1)
+        gates = xp.where(kept, routing.gates.data, 0)
         self._record(routing.probs, routing.logits, index.reshape(seq_shape + (k,)), counts,
-                     n_dropped / (k * n_tokens), found)
+                     n_dropped / (k * n_tokens), found, gates.reshape(seq_shape + (k,)))
         return y
 
     # The three steps an expert-parallel layer (minimoe.parallel) does differently:
@@ -116,7 +118,8 @@ class MoE(Module):
         best = xp.where(taken_by_any, taken.argmax(axis=1), -1)  # (N,) the expert with the largest gate
         self._last_counts = np.full(e, c)  # every expert is exactly full
         self._record(r.probs, r.logits, best.reshape(seq_shape + (1,)), self._last_counts,
-                     float(to_numpy(1 - taken_by_any.mean())), self._losses_common(r.logits))
+                     float(to_numpy(1 - taken_by_any.mean())), self._losses_common(r.logits),
+                     taken.max(axis=1).reshape(seq_shape + (1,)))
         return y
 
     def _soft(self, x3):
@@ -158,7 +161,7 @@ class MoE(Module):
     def _losses_common(self, logits) -> dict:
         return {"z": (self.cfg.z_loss_coef, losses.z_loss(logits))} if self.cfg.z_loss_coef else {}
 
-    def _record(self, probs, logits, expert_index, counts, dropped, found):
+    def _record(self, probs, logits, expert_index, counts, dropped, found, expert_gate=None):
         xp = logits.xp
         total = None
         for coef, value in found.values():
@@ -174,6 +177,7 @@ class MoE(Module):
             dropped_fraction=float(dropped),
             router_entropy=float(entropy),
             expert_index=to_numpy(expert_index),
+            expert_gate=None if expert_gate is None else to_numpy(expert_gate),
             losses={name: value.item() for name, (_, value) in found.items()},
             max_logit=float(to_numpy(xp.abs(logits.data).max())),
             mean_logsumexp=lse_mean,

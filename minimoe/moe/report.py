@@ -10,6 +10,8 @@ class RoutingReport:
     dropped_fraction: assignments dropped by capacity / all assignments.
     router_entropy: mean over tokens of the entropy of the router's distribution (nats).
     expert_index: (T, k) or (B, T, k) chosen experts, -1 where nothing was dispatched.
+    expert_gate: the gate weight of each choice in expert_index (0 where nothing was dispatched;
+    expert choice: the largest gate a token got), None for Soft MoE, which routes no whole token.
     losses: each auxiliary loss's value, before its coefficient.
     max_logit: the largest |router logit|.
     mean_logsumexp: the mean over tokens of log sum_j exp(logit_j), what the z-loss squares (ST-MoE
@@ -20,6 +22,7 @@ class RoutingReport:
     dropped_fraction: float
     router_entropy: float
     expert_index: np.ndarray
+    expert_gate: np.ndarray | None = None
     losses: dict = field(default_factory=dict)
     max_logit: float = 0.0
     mean_logsumexp: float = 0.0
