@@ -91,3 +91,56 @@ def em_step(x, y, weights, prior, noise_var=1.0):
     raise NotImplementedError(
         'ex01: h = softmax of log prior_i - (y - x w_i)^2 / (2 noise_var); solve X^T H_i X w = '
         'X^T H_i y.')
+
+
+def hme_posteriors(top_logits, nested_logits, log_likelihoods):
+    """The E-step of a two-level hierarchical mixture of experts (Jordan & Jacobs 1994): the
+    posteriors at each level of the tree of I branches with J experts each.
+
+    top_logits:      ndarray (N, I), the top gate's logits; g_i = softmax over i.
+    nested_logits:   ndarray (N, I, J), the logits of branch i's gate; g_{j|i} = softmax over j.
+    log_likelihoods: ndarray (N, I, J), log P_ij: expert (i, j)'s log-density of the case's target.
+    Returns (h_top (N, I), h_nested (N, I, J), h_leaf (N, I, J)), float ndarrays:
+      h_leaf[n, i, j]   = g_i g_{j|i} P_ij / (the same summed over every leaf (i', j'));
+      h_top[n, i]       = sum_j h_leaf[n, i, j];
+      h_nested[n, i, j] = g_{j|i} P_ij / sum_j' g_{j'|i} P_ij', the posterior within branch i,
+                          defined even where h_top[n, i] rounds to 0.
+    Each row of h_top, each h_nested[n, i] and each h_leaf[n] sums to 1, with no NaN or inf for
+    logits or log-likelihoods like -1000. You may call `softmax` and `log_softmax` from this module.
+
+    Hint: in logs, branch i's evidence is logsumexp_j(log g_{j|i} + log P_ij), and
+    h_top = softmax_i(log g_i + evidence_i).
+    """
+    raise NotImplementedError(
+        "ex01: in logs, branch i's evidence is logsumexp_j(log g_{j|i} + log P_ij), and h_top = "
+        "softmax_i(log g_i + evidence_i).")
+
+
+def hme_em_step(x, y, top_gate, nested_gates, experts, variances, fit_gate, min_variance=1e-6):
+    """One EM step for a two-level hierarchical mixture of linear experts (Jordan & Jacobs 1994).
+
+    Model: y_n ~ sum_i g_i sum_j g_{j|i} N(x_n . experts[:, i, j], variances[i, j]) with
+    g_i = softmax_i(x_n @ top_gate) and g_{j|i} = softmax_j(x_n @ nested_gates[:, i]).
+    x: ndarray (N, D), the features (a column of ones gives a bias); y: ndarray (N,), the targets.
+    top_gate (D, I), nested_gates (D, I, J), experts (D, I, J), variances (I, J): float ndarrays.
+    fit_gate(x, targets, weights) -> new weights (D, K): the M-step of one softmax gate, given to
+      you (the lesson passes minimoe's IRLS); it raises sum_n sum_k targets[n, k] log
+      softmax(x_n @ W)_k starting from W = weights, for targets (N, K) and weights (D, K).
+    min_variance: float, the smallest variance an expert may get.
+    Returns (new_top_gate (D, I), new_nested_gates (D, I, J), new_experts (D, I, J),
+    new_variances (I, J)):
+      E-step: h_top, h_nested, h_leaf as in `hme_posteriors`, under the *given* parameters, with
+              log P_ij = log N(y_n; x_n . experts[:, i, j], variances[i, j]);
+      M-step: new_experts[:, i, j] solves min_w sum_n h_leaf[n, i, j] (y_n - x_n . w)^2;
+              new_variances[i, j] = sum_n h_leaf[n, i, j] (y_n - x_n . new_experts[:, i, j])^2
+                                    / sum_n h_leaf[n, i, j], but at least min_variance;
+              new_top_gate = fit_gate(x, h_top, top_gate);
+              new_nested_gates[:, i] = fit_gate(x, h_leaf[:, i], nested_gates[:, i]): the targets
+              h_i h_{j|i} weight each case by how much branch i owns it.
+    The log-likelihood never decreases from one step to the next. You may call `hme_posteriors`.
+
+    Hint: log N(y; m, v) = -(log(2 pi v) + (y - m)^2 / v) / 2; per leaf, solve X^T H X w = X^T H y.
+    """
+    raise NotImplementedError(
+        "ex01: log N(y; m, v) = -(log(2 pi v) + (y - m)^2 / v) / 2; per leaf, solve X^T H X w = X^T H "
+        "y.")

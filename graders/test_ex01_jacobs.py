@@ -1,5 +1,5 @@
 """Grades exercises/ex01_jacobs.py: the softmax gate, the 1991 competitive loss and its posterior,
-and EM for a mixture of linear experts."""
+EM for a mixture of linear experts, and the posteriors and EM step of a hierarchical mixture."""
 import math
 
 import numpy as np
@@ -8,6 +8,7 @@ import pytest
 import minimoe as mm
 import minimoe.functional as F
 from graders._checks import expect, expect_close, expect_gradients, lesson
+from minimoe.models import hme, jacobs
 from minimoe.ops import normalize
 
 MODULE = "ex01_jacobs"
@@ -15,6 +16,12 @@ see = lesson(MODULE)
 TWINS = {
     "softmax": [F.softmax, F.log_softmax, normalize.Softmax],
     "log_softmax": [F.log_softmax, F.logsumexp, normalize.LogSoftmax, normalize.LogSumExp],
+    "competitive_loss": [jacobs.competitive_loss, jacobs.posterior],
+    "gate_posterior": [jacobs.posterior, hme.posteriors],
+    "em_step": [hme.em_step, hme.fit_linear_experts, hme.posteriors],
+    "hme_posteriors": [hme.posteriors, hme.em_step],
+    "hme_em_step": [hme.em_step, hme.fit_linear_experts, hme.posteriors, hme.fit_softmax_gate,
+                    hme.expert_log_likelihoods, hme.log_gates, hme.log_likelihood],
 }
 
 
@@ -201,3 +208,168 @@ def test_em_step_climbs_the_likelihood(fn):
     found = np.asarray(weights)[np.argsort(-np.asarray(weights)[:, 0])]
     expect_close(found, [[3.0, 2.0], [-2.0, -1.0]], "expert lines after 40 EM steps (slope, intercept)",
                  section, rtol=0, atol=0.1)
+
+
+# ---- the hierarchical mixture (Jordan & Jacobs 1994) ---------------------------------------------
+
+def _softmax(z, axis):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _tree_posteriors_by_hand(top_logits, nested_logits, log_likelihoods):
+    """h_top, h_nested, h_leaf written out with exp (exact for moderate inputs)."""
+    g_top, g_nested, likelihood = _softmax(top_logits, 1), _softmax(nested_logits, 2), np.exp(log_likelihoods)
+    joint = g_top[:, :, None] * g_nested * likelihood  # (N, I, J)
+    leaf = joint / joint.sum(axis=(1, 2), keepdims=True)
+    nested = g_nested * likelihood / (g_nested * likelihood).sum(axis=2, keepdims=True)
+    return leaf.sum(axis=2), nested, leaf
+
+
+def _random_tree_sizes(rng):
+    """I and J of different sizes, in either order, so a transposed axis cannot pass."""
+    n_branches, n_experts = (int(v) for v in rng.permutation([2, 3]))
+    return int(rng.integers(5, 9)), n_branches, n_experts
+
+
+def _expect_tree_posteriors(got, expected, what, section):
+    expect(isinstance(got, tuple) and len(got) == 3, what, "a tuple (h_top, h_nested, h_leaf)",
+           f"{type(got).__name__}", section)
+    for name, g, e in zip(("h_top", "h_nested", "h_leaf"), got, expected):
+        expect_close(g, e, f"{what}: {name}", section, dtype="f")
+
+
+@pytest.mark.exercise("hme_posteriors", points=1, uses=("softmax", "log_softmax"))
+def test_hme_posteriors_values(fn, rng):
+    section = see("A hierarchy of experts")
+    # g = 1/2 at each level; P = [[1, 0.5], [0.25, 0.25]]: h_leaf = P / 2, h_top = [3/4, 1/4]
+    got = fn(np.zeros((1, 2)), np.zeros((1, 2, 2)), np.log([[[1.0, 0.5], [0.25, 0.25]]]))
+    _expect_tree_posteriors(got, ([[0.75, 0.25]], [[[2 / 3, 1 / 3], [0.5, 0.5]]], [[[0.5, 0.25], [0.125, 0.125]]]),
+                            "hme_posteriors with uniform gates and P = [[1, 0.5], [0.25, 0.25]]", section)
+    n, n_branches, n_experts = _random_tree_sizes(rng)
+    inputs = (2 * rng.standard_normal((n, n_branches)), 2 * rng.standard_normal((n, n_branches, n_experts)),
+              -3 * np.abs(rng.standard_normal((n, n_branches, n_experts))))
+    _expect_tree_posteriors(fn(*(a.copy() for a in inputs)), _tree_posteriors_by_hand(*inputs),
+                            f"hme_posteriors on random inputs (N = {n}, I = {n_branches}, J = {n_experts})", section)
+
+
+@pytest.mark.exercise("hme_posteriors", points=1, uses=("softmax", "log_softmax"))
+def test_hme_posteriors_extreme_values(fn, rng):
+    section = see("A hierarchy of experts")
+    # The top gate rules branch 1 out (logit -1000): h_top = [1, 0], yet h_nested of branch 1 is still
+    # its own posterior, from g = [1/2, 1/2] and P proportional to [e^-2, 1].
+    got = fn(np.array([[0.0, -1000.0]]), np.zeros((1, 2, 2)), np.array([[[0.0, -1.0], [-2.0, 0.0]]]))
+    e1, e2 = math.exp(-1), math.exp(-2)
+    _expect_tree_posteriors(got, ([[1.0, 0.0]], [[[1 / (1 + e1), e1 / (1 + e1)], [e2 / (1 + e2), 1 / (1 + e2)]]],
+                                  [[[1 / (1 + e1), e1 / (1 + e1)], [0.0, 0.0]]]),
+                            "hme_posteriors when the top gate rules a branch out (h_nested within it stays defined)",
+                            section)
+    # Every log-likelihood near -1000 (each expert far off): the posteriors are those of the same case
+    # shifted by +1000, since a common factor cancels.
+    n, n_branches, n_experts = _random_tree_sizes(rng)
+    top, nested = rng.standard_normal((n, n_branches)), rng.standard_normal((n, n_branches, n_experts))
+    log_lik = -np.abs(rng.standard_normal((n, n_branches, n_experts)))
+    _expect_tree_posteriors(fn(top, nested, log_lik - 1000.0), _tree_posteriors_by_hand(top, nested, log_lik),
+                            "hme_posteriors with every log-likelihood near -1000 (work in logs)", section)
+
+
+def _tree_data(rng, n=60):
+    """2-D inputs with a column of ones; a target with two regimes in x1, one split again in x2."""
+    u = rng.uniform(-2, 2, (n, 2))
+    regime = np.where(u[:, 0] < 0, 0, np.where(u[:, 1] < 0.5, 1, 2))
+    y = np.array([2.0, -1.0, 1.5])[regime] * u[:, 0] + np.array([1.0, -2.0, 3.0])[regime]
+    return np.c_[u, np.ones(n)], y + 0.2 * rng.standard_normal(n)
+
+
+def _random_tree(rng, d, n_branches, n_experts):
+    shape = (d, n_branches, n_experts)
+    return hme.HME(rng.standard_normal((d, n_branches)), rng.standard_normal(shape), rng.standard_normal(shape),
+                   rng.uniform(0.5, 2.0, (n_branches, n_experts)))
+
+
+def _marked_gate(x, targets, weights):
+    """A stand-in gate M-step whose result depends on all three arguments, so the targets can be checked."""
+    return weights + x.T @ targets / len(x)
+
+
+def _ascend_gate(x, targets, weights, steps=5):
+    """A gate M-step that never lowers Q = sum targets log softmax(x W): gradient steps, halved until Q rises."""
+    def q(w):
+        z = x @ w
+        return float((targets * (z - z.max(axis=1, keepdims=True) - np.log(
+            np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)))).sum())
+
+    for _ in range(steps):
+        gradient = x.T @ (targets - targets.sum(axis=1, keepdims=True) * _softmax(x @ weights, 1)) / len(x)
+        step = 4.0
+        while q(weights + step * gradient) < q(weights) and step > 1e-10:
+            step /= 2
+        if q(weights + step * gradient) >= q(weights):
+            weights = weights + step * gradient
+    return weights
+
+
+def _reference_hme_step(x, y, model, fit_gate, min_variance):
+    """The exact EM step, built from minimoe's own E-step and expert M-step."""
+    d, n_branches, n_experts = model.experts.shape
+    log_top, log_nested = hme.log_gates(model, x)
+    h = hme.posteriors(log_top.numpy(), log_nested.numpy(), hme.expert_log_likelihoods(model, x, y).numpy())
+    weights, variances = hme.fit_linear_experts(x, y, h.leaf.reshape(len(x), -1), min_variance)
+    nested = np.stack([fit_gate(x, h.leaf[:, i], model.nested_gates[:, i]) for i in range(n_branches)], axis=1)
+    return hme.HME(fit_gate(x, h.top, model.top_gate), nested, weights.reshape(d, n_branches, n_experts),
+                   variances.reshape(n_branches, n_experts))
+
+
+def _as_tree(result, what, section):
+    expect(isinstance(result, tuple) and len(result) == 4, what,
+           "a tuple (new_top_gate, new_nested_gates, new_experts, new_variances)", f"{type(result).__name__}", section)
+    return hme.HME(*(np.asarray(r, dtype=float) for r in result))
+
+
+@pytest.mark.exercise("hme_em_step", points=1, uses=("hme_posteriors",))
+def test_hme_em_step_values(fn, rng):
+    section = see("A hierarchy of experts")
+    x, y = _tree_data(rng)
+    _, n_branches, n_experts = _random_tree_sizes(rng)
+    model = _random_tree(rng, 3, n_branches, n_experts)
+    what = f"hme_em_step on random inputs (I = {n_branches}, J = {n_experts}, D = 3)"
+    got = _as_tree(fn(x.copy(), y.copy(), *(np.copy(a) for a in vars(model).values()), _marked_gate, 1e-6),
+                   what, section)
+    expected = _reference_hme_step(x, y, model, _marked_gate, 1e-6)
+    for name in ("experts", "variances", "top_gate", "nested_gates"):
+        detail = {"top_gate": " (fit_gate(x, h_top, top_gate))",
+                  "nested_gates": " (fit_gate(x, h_leaf[:, i], nested_gates[:, i]) for each branch)"}.get(name, "")
+        expect_close(getattr(got, name), getattr(expected, name), f"{what}: new {name}{detail}", section, rtol=1e-6,
+                     atol=1e-8)
+
+
+@pytest.mark.exercise("hme_em_step", points=1, uses=("hme_posteriors",))
+def test_hme_em_step_one_expert_is_least_squares_with_the_variance_floor(fn, rng):
+    section = see("A hierarchy of experts")
+    u = rng.uniform(-1, 1, 12)
+    x, y = np.c_[u, np.ones(12)], 2.5 * u - 0.5  # exactly on a line: the fitted variance would be 0
+    got = _as_tree(fn(x, y, np.zeros((2, 1)), np.zeros((2, 1, 1)), rng.standard_normal((2, 1, 1)), np.ones((1, 1)),
+                      _marked_gate, 1e-3), "hme_em_step with one branch and one expert", section)
+    expect_close(got.experts[:, 0, 0], [2.5, -0.5], "hme_em_step with one expert: its weights (least squares)",
+                 section, atol=1e-8)
+    expect_close(got.variances, [[1e-3]], "hme_em_step on data an expert fits exactly: the variance "
+                 "(floored at min_variance = 1e-3)", section)
+
+
+@pytest.mark.exercise("hme_em_step", points=1, uses=("hme_posteriors",))
+def test_hme_em_step_climbs_the_likelihood(fn, rng):
+    section = see("A hierarchy of experts")
+    x, y = _tree_data(rng, n=120)
+    model = hme.init(2, 2, 3, rng)
+    reference = model
+    previous = hme.log_likelihood(model, x, y).item()
+    for step in range(15):
+        model = _as_tree(fn(x, y, *(np.copy(a) for a in vars(model).values()), _ascend_gate, 1e-6),
+                         f"hme_em_step, EM step {step + 1}", section)
+        current = hme.log_likelihood(model, x, y).item()
+        expect(current >= previous - 1e-8 * abs(previous), f"log-likelihood at EM step {step + 1}",
+               f"at least {previous:.6f} (EM never goes down)", f"{current:.6f}", section)
+        previous = current
+        reference = _reference_hme_step(x, y, reference, _ascend_gate, 1e-6)
+    expect_close(previous, hme.log_likelihood(reference, x, y).item(), "log-likelihood after 15 EM steps", section,
+                 rtol=1e-6)

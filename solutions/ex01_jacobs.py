@@ -98,3 +98,73 @@ def em_step(x, y, weights, prior, noise_var=1.0):
     right_side = weighted_xt @ y  # (E, D)
     new_weights = np.linalg.solve(normal_matrix, right_side[..., None])[..., 0]  # (E, D)
     return new_weights, h.mean(axis=0), h
+
+
+def hme_posteriors(top_logits, nested_logits, log_likelihoods):
+    """The E-step of a two-level hierarchical mixture of experts (Jordan & Jacobs 1994): the
+    posteriors at each level of the tree of I branches with J experts each.
+
+    top_logits:      ndarray (N, I), the top gate's logits; g_i = softmax over i.
+    nested_logits:   ndarray (N, I, J), the logits of branch i's gate; g_{j|i} = softmax over j.
+    log_likelihoods: ndarray (N, I, J), log P_ij: expert (i, j)'s log-density of the case's target.
+    Returns (h_top (N, I), h_nested (N, I, J), h_leaf (N, I, J)), float ndarrays:
+      h_leaf[n, i, j]   = g_i g_{j|i} P_ij / (the same summed over every leaf (i', j'));
+      h_top[n, i]       = sum_j h_leaf[n, i, j];
+      h_nested[n, i, j] = g_{j|i} P_ij / sum_j' g_{j'|i} P_ij', the posterior within branch i,
+                          defined even where h_top[n, i] rounds to 0.
+    Each row of h_top, each h_nested[n, i] and each h_leaf[n] sums to 1, with no NaN or inf for
+    logits or log-likelihoods like -1000. You may call `softmax` and `log_softmax` from this module.
+
+    Hint: in logs, branch i's evidence is logsumexp_j(log g_{j|i} + log P_ij), and
+    h_top = softmax_i(log g_i + evidence_i).
+    """
+    log_nested = log_softmax(nested_logits, axis=2)  # log g_{j|i}, (N, I, J)
+    log_branch_joint = log_nested + log_likelihoods  # log g_{j|i} P_ij
+    h_nested = softmax(log_branch_joint, axis=2)  # normalised within each branch
+    m = log_branch_joint.max(axis=2, keepdims=True)
+    evidence = (m + np.log(np.exp(log_branch_joint - m).sum(axis=2, keepdims=True)))[..., 0]  # (N, I)
+    h_top = softmax(log_softmax(top_logits, axis=1) + evidence, axis=1)  # (N, I)
+    return h_top, h_nested, h_top[:, :, None] * h_nested
+
+
+def hme_em_step(x, y, top_gate, nested_gates, experts, variances, fit_gate, min_variance=1e-6):
+    """One EM step for a two-level hierarchical mixture of linear experts (Jordan & Jacobs 1994).
+
+    Model: y_n ~ sum_i g_i sum_j g_{j|i} N(x_n . experts[:, i, j], variances[i, j]) with
+    g_i = softmax_i(x_n @ top_gate) and g_{j|i} = softmax_j(x_n @ nested_gates[:, i]).
+    x: ndarray (N, D), the features (a column of ones gives a bias); y: ndarray (N,), the targets.
+    top_gate (D, I), nested_gates (D, I, J), experts (D, I, J), variances (I, J): float ndarrays.
+    fit_gate(x, targets, weights) -> new weights (D, K): the M-step of one softmax gate, given to
+      you (the lesson passes minimoe's IRLS); it raises sum_n sum_k targets[n, k] log
+      softmax(x_n @ W)_k starting from W = weights, for targets (N, K) and weights (D, K).
+    min_variance: float, the smallest variance an expert may get.
+    Returns (new_top_gate (D, I), new_nested_gates (D, I, J), new_experts (D, I, J),
+    new_variances (I, J)):
+      E-step: h_top, h_nested, h_leaf as in `hme_posteriors`, under the *given* parameters, with
+              log P_ij = log N(y_n; x_n . experts[:, i, j], variances[i, j]);
+      M-step: new_experts[:, i, j] solves min_w sum_n h_leaf[n, i, j] (y_n - x_n . w)^2;
+              new_variances[i, j] = sum_n h_leaf[n, i, j] (y_n - x_n . new_experts[:, i, j])^2
+                                    / sum_n h_leaf[n, i, j], but at least min_variance;
+              new_top_gate = fit_gate(x, h_top, top_gate);
+              new_nested_gates[:, i] = fit_gate(x, h_leaf[:, i], nested_gates[:, i]): the targets
+              h_i h_{j|i} weight each case by how much branch i owns it.
+    The log-likelihood never decreases from one step to the next. You may call `hme_posteriors`.
+
+    Hint: log N(y; m, v) = -(log(2 pi v) + (y - m)^2 / v) / 2; per leaf, solve X^T H X w = X^T H y.
+    """
+    n, d = x.shape
+    _, n_branches, n_experts = experts.shape
+    means = np.einsum("nd,dij->nij", x, experts)  # (N, I, J)
+    log_likelihoods = -0.5 * (np.log(2 * np.pi * variances) + (y[:, None, None] - means) ** 2 / variances)
+    h_top, _, h_leaf = hme_posteriors(x @ top_gate, np.einsum("nd,dij->nij", x, nested_gates), log_likelihoods)
+
+    h = h_leaf.reshape(n, -1)  # (N, K): one column per leaf
+    weighted_xt = x.T[None, :, :] * h.T[:, None, :]  # (K, D, N): X^T H_k for every leaf
+    w = np.linalg.solve(weighted_xt @ x, (weighted_xt @ y)[..., None])[..., 0]  # (K, D)
+    residual = y[:, None] - x @ w.T  # (N, K)
+    new_variances = np.maximum((h * residual**2).sum(axis=0) / h.sum(axis=0), min_variance)
+
+    new_top_gate = fit_gate(x, h_top, top_gate)
+    new_nested_gates = np.stack([fit_gate(x, h_leaf[:, i], nested_gates[:, i]) for i in range(n_branches)], axis=1)
+    new_experts = w.T.reshape(d, n_branches, n_experts)
+    return new_top_gate, new_nested_gates, new_experts, new_variances.reshape(n_branches, n_experts)
