@@ -1,4 +1,4 @@
-"""Lesson 08, do experts specialise? Counting and mutual information: exercises.
+"""Lesson 08, do experts specialise? Counting, mutual information and locality: exercises.
 
 Replace each `raise NotImplementedError(...)` with your answer, then grade:
     python -m minimoe.grade ex08
@@ -34,3 +34,25 @@ def mutual_information(counts):
     """
     raise NotImplementedError(
         'ex08: joint = counts / total; the two marginals; sum over the non-zero cells only.')
+
+
+def consecutive_same_expert_rate(expert_ids):
+    """The share of consecutive token pairs that share an expert: Mixtral's locality (Jiang et al.
+    2024, §5, Table 5).
+
+    expert_ids: integer ndarray (B, T), each token's first-choice expert, for B sequences of T
+    tokens; or (B, T, k), each token's k experts. A pair of neighbours (t, t+1) in the same row
+    counts when the two first choices are equal (B, T), or when the two tokens' sets of experts
+    share at least one expert, in any position (B, T, k: Mixtral's "first or second choice" at
+    k = 2; k = 1 gives the first-choice rate). Only the B * (T - 1) pairs inside a row count: the
+    last token of one sequence and the first of the next are not neighbours. -1 (an assignment a
+    capacity limit dropped) is no expert: it matches nothing, not even another -1, and its pairs
+    still count. Any integer dtype (int8, uint8, int64, ...).
+    Returns a Python float in [0, 1]. Raises ValueError when there is no pair (T = 1, or B = 0):
+    the rate is undefined there, not 0.
+
+    Hint: compare ids[:, :-1] with ids[:, 1:]; for sets, broadcast (B, T-1, k, 1) against
+    (B, T-1, 1, k) and ask .any() over the last two axes.
+    """
+    raise NotImplementedError(
+        'ex08: compare ids[:, :-1] with ids[:, 1:]; for sets, broadcast (B, T-1, k, 1) against (B, T-1, 1, k).')

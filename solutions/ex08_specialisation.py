@@ -1,4 +1,4 @@
-"""Lesson 08, do experts specialise? Counting and mutual information: reference answers.
+"""Lesson 08, do experts specialise? Counting, mutual information and locality: reference answers.
 
 Try the exercise first (`exercises/ex08_specialisation.py`); grade it with
 `python -m minimoe.grade ex08`.
@@ -36,3 +36,32 @@ def mutual_information(counts):
     independent = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)  # p(d) p(e)
     nonzero = joint > 0  # 0 log 0 = 0
     return float((joint[nonzero] * np.log(joint[nonzero] / independent[nonzero])).sum())
+
+
+def consecutive_same_expert_rate(expert_ids):
+    """The share of consecutive token pairs that share an expert: Mixtral's locality (Jiang et al.
+    2024, §5, Table 5).
+
+    expert_ids: integer ndarray (B, T), each token's first-choice expert, for B sequences of T
+    tokens; or (B, T, k), each token's k experts. A pair of neighbours (t, t+1) in the same row
+    counts when the two first choices are equal (B, T), or when the two tokens' sets of experts
+    share at least one expert, in any position (B, T, k: Mixtral's "first or second choice" at
+    k = 2; k = 1 gives the first-choice rate). Only the B * (T - 1) pairs inside a row count: the
+    last token of one sequence and the first of the next are not neighbours. -1 (an assignment a
+    capacity limit dropped) is no expert: it matches nothing, not even another -1, and its pairs
+    still count. Any integer dtype (int8, uint8, int64, ...).
+    Returns a Python float in [0, 1]. Raises ValueError when there is no pair (T = 1, or B = 0):
+    the rate is undefined there, not 0.
+
+    Hint: compare ids[:, :-1] with ids[:, 1:]; for sets, broadcast (B, T-1, k, 1) against
+    (B, T-1, 1, k) and ask .any() over the last two axes.
+    """
+    ids = np.asarray(expert_ids)
+    if ids.shape[0] == 0 or ids.shape[1] < 2:
+        raise ValueError(f"no consecutive pairs in expert_ids of shape {ids.shape}: the rate needs at least "
+                         "one sequence of T >= 2 tokens")
+    if ids.ndim == 2:
+        ids = ids[:, :, None]  # (B, T, 1): a set of one expert per token
+    now, after = ids[:, :-1, :, None], ids[:, 1:, None, :]  # (B, T-1, k, 1), (B, T-1, 1, k)
+    shared = ((now == after) & (now >= 0)).any(axis=(2, 3))  # (B, T-1); -1 matches nothing
+    return float(shared.mean())

@@ -21,6 +21,8 @@
 # - show that expert indices are arbitrary (a permutation symmetry), and match experts across seeds
 #   to ask whether the *partition* they learn is reproducible;
 # - colour a text by the expert each character went to, and read it;
+# - measure Mixtral's locality — how often consecutive tokens share an expert — against the
+#   uniform rate and against the same routing with the positions shuffled;
 # - give a measured answer to "domain or token?", with its spread over seeds.
 #
 # **Papers.**
@@ -28,7 +30,8 @@
 #   Computation 3:79–87, §1: the competitive loss, designed so that experts specialise.
 # - Jiang et al. (2024), *Mixtral of experts*, arXiv 2401.04088, §5 "Routing analysis": on
 #   subsets of The Pile the experts show no obvious topic specialisation; the routing follows
-#   syntax (indentation, `self` in Python), and consecutive tokens often share an expert.
+#   syntax (indentation, `self` in Python), and consecutive tokens often share an expert (Table 5:
+#   the share of consecutive tokens with the same first expert, or with top-2 sets that meet).
 # - Zoph et al. (2022), *ST-MoE: designing stable and transferable sparse expert models*,
 #   arXiv 2202.08906, §7: encoder experts specialise in groups of tokens (punctuation, proper
 #   nouns, ...), and in multilingual models experts do not specialise by language.
@@ -37,7 +40,8 @@
 #
 # **Library files used.** `minimoe/train.py` (the runs), `minimoe/moe/report.py`
 # (`RoutingReport.expert_index`, the experts each token went to), `minimoe/data/corpus.py` (the
-# domain labels), `minimoe/data/sampler.py` (`eval_batches`).
+# domain labels), `minimoe/data/sampler.py` (`eval_batches`), `minimoe/moe/locality.py` (the
+# consecutive-token repeat rate and its baselines).
 #
 # **Prerequisites.** Lessons 01 (specialisation under the competitive loss), 03 (the Switch
 # balancing loss) and 04 (the tiny MoE Transformer).
@@ -452,7 +456,7 @@ for layer in range(LAYERS):
 #   routers already show part of it (in layer 0 about half: 0.12 of 0.24 nats): random attention
 #   mixes the neighbours into every position. And once the previous character is known too, the
 #   trained and untrained routers keep similar raw amounts of domain information (0.09 to 0.10
-#   nats, the last row). Section 6 puts verdicts on both comparisons.
+#   nats, the last row). Section 7 puts verdicts on both comparisons.
 # - **Most of the rest is learned.** The untrained routers already depend on the character a little
 #   (a random linear map of an embedding still separates characters), but far less, and their
 #   $H(\mathcal E)$ is lower: at initialisation a few experts take most tokens, and training with
@@ -657,7 +661,211 @@ for layer in range(LAYERS):
         print(f"  expert {e}: {chars:52} | {domain_mix}")
 
 # %% [markdown]
-# ## 6. The answer, with its numbers
+# ## 6. Neighbours share experts: Mixtral's locality
+#
+# The coloured text above has runs: stretches of neighbouring characters painted the same colour.
+# Mixtral (§5) saw the same in its Figure 8 and measured it (Table 5): per layer, "the proportion
+# of times the same expert is assigned to a token $i$ and its following token $i+1$", in two
+# forms. **First choice**: the two tokens' first experts are equal. **First or second choice**:
+# the same expert appears among the two experts of both tokens, that is, the two tokens' top-2
+# sets meet. For a sequence of $T$ tokens with first experts $e_t$, or sets of experts $S_t$,
+#
+# $$r_1 = \frac{1}{T-1} \sum_{t=1}^{T-1} \mathbb 1\{e_t = e_{t+1}\}, \qquad
+#   r_k = \frac{1}{T-1} \sum_{t=1}^{T-1} \mathbb 1\{S_t \cap S_{t+1} \neq \emptyset\},$$
+#
+# pooled over all the pairs of all the sequences (here every window has $T = 64$). A pair never
+# spans two sequences: the last character of one window and the first of the next are not
+# neighbours. If every token drew its experts uniformly and independently, $r_1 = 1/E$ and
+# $r_k = 1 - \binom{E-k}{k} / \binom{E}{k}$, the chance that two random $k$-sets meet: the paper's
+# reference values, $1/8 = 12.5\%$ and $1 - \frac{6}{8}\cdot\frac{5}{7} \approx 46\%$ at $E = 8$,
+# $k = 2$ — ours as well. On eight subsets of The Pile, Mixtral's Table 5 finds layer 0 close to
+# random and layers 15 and 31 clearly above it ("expert choice exhibits high temporal locality").
+#
+# The uniform rate is a weak baseline. A router that sends more tokens to some experts repeats
+# itself more often by chance alone, and what counts is the load *within a sequence*: a window
+# of arithmetic sends most of its characters to the experts that take digits. So we add the
+# **shuffled positions** baseline: the characters of each window in a random order, every
+# character keeping its experts. The window's load survives, the order does not; locality is what
+# the routing has beyond it. (Under a random order two neighbours are a random pair of distinct
+# positions of the window, so the expected first-choice rate is exactly
+# $\sum_e n_e (n_e - 1) / (T (T - 1))$ for a window whose first choices put $n_e$ characters on
+# expert $e$; the cell checks the shuffles against it.) The untrained routers get the same
+# measures and the same baseline.
+#
+# `minimoe.moe.locality` has the rate, the uniform value and the shuffle. (Exercise
+# `consecutive_same_expert_rate` asks you for the rate.)
+
+# %%
+from minimoe.moe.locality import consecutive_same_expert_rate, random_repeat_rate, shuffle_positions
+
+WINDOW_SHAPE = (TRACE_BATCHES * 16, MODEL.context)  # the traced windows: the rows of every trace
+K = MODEL.top_k
+FORMS = ("first choice", f"top-{K} sets meet")
+UNIFORM = (random_repeat_rate(E), random_repeat_rate(E, K))
+locality_rng = np.random.default_rng(8)
+
+
+def both_rates(routing):
+    """(first-choice rate, top-k rate) of a (windows, T, k) routing."""
+    return consecutive_same_expert_rate(routing[:, :, 0]), consecutive_same_expert_rate(routing)
+
+
+def shuffled_expectation(first_choice):
+    """The exact mean first-choice rate over random orders of each (windows, T) window."""
+    n = (first_choice[:, :, None] == np.arange(E)).sum(axis=1)  # (windows, E): each window's load
+    T = first_choice.shape[1]
+    return float((n * (n - 1)).sum() / (len(first_choice) * T * (T - 1)))
+
+
+def locality(expert_index):
+    """(2, forms): the repeat rates of one layer's (N, k) routing as routed, and with the positions
+    of each window shuffled (the mean of SHUFFLES draws)."""
+    routed = expert_index.reshape(WINDOW_SHAPE + (K,))  # (windows, T, k)
+    shuffles = [both_rates(shuffle_positions(routed, locality_rng)) for _ in range(SHUFFLES)]
+    return np.array([both_rates(routed), np.mean(shuffles, axis=0)])
+
+
+ROUTERS = ("trained", "untrained")
+repeats = {state: np.stack([[locality(traces[state, seed][2][layer]) for layer in range(LAYERS)] for seed in SEEDS])
+           for state in ROUTERS}  # state -> (seeds, L, as routed / shuffled, forms)
+expected = np.array([[shuffled_expectation(traces["trained", seed][2][layer, :, 0].reshape(WINDOW_SHAPE))
+                      for layer in range(LAYERS)] for seed in SEEDS])  # (seeds, L)
+window_domains = domains.reshape(WINDOW_SHAPE)
+print(f"{WINDOW_SHAPE[0]} windows of {WINDOW_SHAPE[1]} characters: "
+      f"{WINDOW_SHAPE[0] * (WINDOW_SHAPE[1] - 1):,} consecutive pairs per layer and seed; "
+      f"{np.mean((window_domains == window_domains[:, :1]).all(axis=1)):.1%} of the windows lie in one domain")
+print("trained, first choice, shuffled positions (seeds x layers): mean of the shuffles "
+      f"{repeats['trained'][:, :, 1, 0].ravel().round(4).tolist()}, "
+      f"exact expectation {expected.ravel().round(4).tolist()}")
+for layer in range(LAYERS):
+    print(f"layer {layer}: share of consecutive pairs sharing an expert, mean ± spread over {len(SEEDS)} seeds")
+    print(f"  {'':18} {'trained':>14} {'shuffled':>14} {'untrained':>15} {'shuffled':>14} {'uniform':>8}")
+    for f, form in enumerate(FORMS):
+        cells = [summarize(repeats[state][:, layer, v, f]) for state in ROUTERS for v in (0, 1)]
+        print(f"  {form:18} " + " ".join(f"{c.mean:7.1%} ± {c.spread:4.1%}".rjust(w)
+                                         for c, w in zip(cells, (14, 14, 15, 14))) + f" {UNIFORM[f]:8.1%}")
+
+# %% [markdown]
+# The same numbers per layer: a bar for the mean over seeds, a dot per seed, a dashed line at
+# the uniform rate of each form.
+
+# %%
+fig, axes = plt.subplots(1, LAYERS, figsize=(10, 3.8), sharey=True, layout="constrained")
+bars = (("trained", "trained", 0, "C0"), ("trained, positions shuffled", "trained", 1, "C3"),
+        ("untrained", "untrained", 0, "C7"), ("untrained, positions shuffled", "untrained", 1, "C1"))
+width = 0.2
+for layer, ax in enumerate(axes):
+    for b, (label, state, v, colour) in enumerate(bars):
+        where = np.arange(len(FORMS)) + (b - 1.5) * width
+        per_seed = repeats[state][:, layer, v, :]  # (seeds, forms)
+        ax.bar(where, per_seed.mean(axis=0), width=width, color=colour, label=label)
+        ax.plot(np.repeat(where, len(SEEDS)), per_seed.T.ravel(), "k.", ms=4)
+    for f in range(len(FORMS)):
+        ax.hlines(UNIFORM[f], f - 2 * width, f + 2 * width, colors="k", linestyles="--", lw=1,
+                  label="uniform random" if f == 0 else None)
+    ax.set_xticks(range(len(FORMS)), FORMS)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"layer {layer}")
+    ax.grid(axis="y", alpha=0.3)
+axes[0].set_ylabel("consecutive pairs sharing an expert")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=5, fontsize=8, frameon=False)
+plt.show()
+
+# %% [markdown]
+# Next to Mixtral's Table 5 as multiples of the uniform rate (the paper's lowest and highest over
+# its eight Pile subsets; our mean over seeds), with a verdict over seeds on the comparison that
+# decides whether there is locality at all: each router against its own shuffled positions.
+
+# %%
+MIXTRAL_TABLE_5 = {  # Jiang et al. 2024, Table 5: (lowest, highest) over the eight Pile subsets, layers of 32
+    (0, 0): (0.136, 0.149), (0, 15): (0.236, 0.284), (0, 31): (0.197, 0.263),  # (0, layer): first choice
+    (1, 0): (0.449, 0.499), (1, 15): (0.616, 0.670), (1, 31): (0.445, 0.536),  # (1, layer): first or second
+}
+for (f, layer), (low, high) in MIXTRAL_TABLE_5.items():
+    print(f"Mixtral layer {layer:2} of 32, {FORMS[f]:17}: {low:.1%} to {high:.1%}, "
+          f"{low / UNIFORM[f]:.2f} to {high / UNIFORM[f]:.2f} x uniform")
+for layer in range(LAYERS):
+    for f, form in enumerate(FORMS):
+        rate = repeats["trained"][:, layer, 0, f]
+        print(f"ours layer {layer} of {LAYERS}, {form:17}: {rate.mean():.1%}, "
+              f"{rate.mean() / UNIFORM[f]:.2f} x uniform, "
+              f"{rate.mean() / repeats['trained'][:, layer, 1, f].mean():.2f} x its shuffled positions")
+        for state in ROUTERS:
+            in_order, shuffled_rate = repeats[state][:, layer, 0, f], repeats[state][:, layer, 1, f]
+            print(f"    {state:9} in order minus shuffled, per seed: "
+                  f"{', '.join(f'{round(100 * gap, 1) + 0.0:+.1f}' for gap in in_order - shuffled_rate)} points; "
+                  + verdict(in_order, shuffled_rate, "in order", "shuffled", lower_is_better=False))
+
+# %% [markdown]
+# What a repeat is at our scale: a token here is one character, and neighbouring characters are
+# often alike. The cell splits the consecutive pairs of the traces by kind — the same character
+# twice, two characters of the same class, two classes — and gives the share of pairs of each kind,
+# in order and after shuffling each window, and how often a pair of each kind shares its first
+# expert under the trained routers.
+
+# %%
+def pair_kinds(windows):
+    """(same character, same class but another character, different classes): (windows, T-1) masks."""
+    same_char = windows[:, 1:] == windows[:, :-1]
+    same_class = (CLASS_OF_ID[windows[:, 1:]] == CLASS_OF_ID[windows[:, :-1]]) & ~same_char
+    return same_char, same_class, ~(same_char | same_class)
+
+
+KIND_NAMES = ("same character", "same class, other character", "different classes")
+trace_windows = ids.reshape(WINDOW_SHAPE)  # (windows, T): the same characters for every seed
+KINDS = pair_kinds(trace_windows)
+shuffled_kinds = [pair_kinds(shuffle_positions(trace_windows, locality_rng)) for _ in range(SHUFFLES)]
+print("share of pairs: " + "; ".join(
+    f"{name} {mask.mean():.1%} in order, {np.mean([kinds[i].mean() for kinds in shuffled_kinds]):.1%} shuffled"
+    for i, (name, mask) in enumerate(zip(KIND_NAMES, KINDS))))
+for layer in range(LAYERS):
+    first = [traces["trained", seed][2][layer, :, 0].reshape(WINDOW_SHAPE) for seed in SEEDS]
+    shared = np.stack([f[:, 1:] == f[:, :-1] for f in first])  # (seeds, windows, T-1)
+    print(f"layer {layer}: " + "; ".join(
+        f"{kind} {mask.mean():.1%} of pairs, share the first expert {summarize(shared[:, mask].mean(axis=1))}"
+        for kind, mask in zip(KIND_NAMES, KINDS)))
+
+# %% [markdown]
+# How to read it:
+#
+# - **Against the uniform rate, our routers look as local as Mixtral's.** The trained routers'
+#   first choices repeat on 27% (layer 0) and 30% (layer 1) of consecutive pairs, 2.2 and 2.4
+#   times the uniform 12.5% — the multiples Table 5 reports for Mixtral's layers 15 and 31 (1.6 to
+#   2.3), not for its layer 0 (1.1 to 1.2). The top-2 form reads the same way: 63% and 64%
+#   against 46%, 1.35 and 1.38 times, like Mixtral's layer 15 (1.3 to 1.4).
+# - **Against shuffled positions, the trained routers show no locality.** Shuffling each window
+#   leaves the rate within 6% of itself (0.99 to 1.06 times), and on both layers and in both
+#   forms the verdict is "no clear difference". The gaps per seed are under 5 points, of both
+#   signs except in layer 1's first choice (three small positive gaps, under 4 points). What
+#   lifts the rate above $1/E$ is the load of each window — nearly every window lies in one
+#   domain, and a window of arithmetic or of records sends most of its characters to a few
+#   experts — not which character follows which. The shuffles match their exact expectation
+#   $\sum_e n_e(n_e - 1)/(T(T-1))$ to within 0.002.
+# - **The untrained routers are the ones whose order matters.** Their rates are far higher (61%
+#   and 69%), because at initialisation a few experts take most tokens, and so are their shuffled
+#   baselines (50% and 59%). In order they beat their shuffles on every seed, by 7 to 13 points in
+#   the first-choice form; the verdict is clear in layer 0 and, over seeds' large spread, not clear
+#   in layer 1. One reading, consistent with section 3's untrained baselines: random attention
+#   mixes each character with its neighbours, so neighbouring positions look alike to a random
+#   router. Training spreads the load over the experts (section 3's $H(\mathcal E)$), and the
+#   trained routers keep no clear excess.
+# - **At our scale a repeat is mostly two alike characters.** Two identical neighbours share
+#   their first expert 95% to 98% of the time, two of the same class 37% to 39%, two of different
+#   classes 11% to 15%: the routing follows the character (section 3: the character explains 67%
+#   to 70% of $H(\mathcal E)$). Shuffling a window does not remove alike neighbours: they still make
+#   43% of the pairs (8% the same character, 35% the same class) against 50% in order.
+#
+# **What differs from Mixtral.** Mixtral's tokens are sub-words, 32 layers deep; its Table 5 gives
+# only the uniform reference, so it does not say how much of its excess a shuffle of positions
+# would keep. Ours are characters in two layers, run on windows that nearly all lie in one domain,
+# and each window's load is so uneven that its shuffle alone repeats at 2.2 times $1/E$. The
+# measure and its baselines carry over unchanged; at our scale the shuffle is the baseline that
+# decides. Where locality is real, Mixtral (§5) notes two consequences: it can overload some
+# experts under expert parallelism, and it can be used for caching experts (the offloading work
+# it cites; lesson 09 simulates such a cache).
+
+# %% [markdown]
+# ## 7. The answer, with its numbers
 #
 # The cell below states the verdict from the measurements of this run, layer by layer, so that
 # the words cannot drift from the numbers.
@@ -708,6 +916,14 @@ print("I(character) > I(class) > I(domain) > I(domain | character) on every seed
 # measures of this lesson — a conditional mutual information against a shuffled baseline, over
 # several seeds — are the ones to use there too.
 #
+# **Do neighbours share experts?** More often than uniform routing would (2.2 to 2.4 times in the
+# first choice, as in Mixtral's middle and last layers), but for the trained routers no more than
+# the same characters in a shuffled order: section 6's verdicts are "no clear difference" on both
+# layers and in both forms. The excess over $1/E$ is each window's uneven load, and at the level of
+# characters a repeat mostly means two alike characters. Only the untrained routers repeat more in
+# order than shuffled (clearly in layer 0). A repeat rate means little without the shuffled
+# baseline beside it.
+#
 # ## Check your understanding
 #
 # 1. Why does a high $I(\text{domain}; \mathcal E)$, taken alone, not show that experts specialise
@@ -726,11 +942,20 @@ print("I(character) > I(class) > I(domain) > I(domain | character) on every seed
 #    character contributed both of its experts?
 # 7. The first layer's router sees the character embedding plus one attention layer's output.
 #    Why might a deeper layer depend more on context? How would you test it with this notebook?
+# 8. Why is the chance that two random top-2 sets of 8 experts meet $1 - \frac{6}{8}\cdot\frac{5}{7}$,
+#    and why is it equal to $1 - \binom{6}{2}/\binom{8}{2}$? What is it for top-1, and for top-4?
+# 9. A router sends every character of a window to expert $a$ with probability $q$ and to expert
+#    $b$ otherwise, independently of the order. What is its expected first-choice repeat rate, and
+#    what does that say about comparing a repeat rate with $1/E$?
+# 10. Why must the repeat rate not count the pair (last token of one window, first token of the
+#    next)? Give a routing where counting it changes the rate.
 #
 # ## Exercises
 #
 # In `exercises/ex08_specialisation.py`: `domain_expert_counts` (the table of section 2, with
-# `np.add.at`) and `mutual_information` (section 3, written as the sum over cells). Grade them with
+# `np.add.at`), `mutual_information` (section 3, written as the sum over cells) and
+# `consecutive_same_expert_rate` (section 6, both forms, pairs inside each sequence only). Grade
+# them with
 #
 # ```
 # python -m minimoe.grade ex08
