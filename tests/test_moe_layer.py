@@ -144,7 +144,7 @@ def test_expert_dropout_only_in_training_and_reproducible_with_a_seed():
     (dict(capacity_factor=-1.25), r"capacity_factor must be > 0, got -1.25"),
     (dict(router="expert_choice", capacity_factor=0.0), r"capacity_factor must be > 0"),
     (dict(router="top2"), r"unknown router 'top2'; choose one of dense, topk"),
-    (dict(balance_loss="gshard"), r"unknown balance_loss 'gshard'"),
+    (dict(balance_loss="gshard_top2"), r"unknown balance_loss 'gshard_top2'"),
     (dict(activation="relu"), r"unknown expert activation 'relu'"),
     (dict(router="noisy_topk", top_k=4), r"noisy top-k needs k < number of experts"),
     (dict(router="deepseek", n_groups=3), r"4 experts do not split into 3 equal groups"),

@@ -41,6 +41,66 @@ def test_switch_loss_counts_all_k_choices_for_top2():
     assert losses.switch_balance_loss(probs, idx([[0, 1], [0, 0]]), 2).item() == pytest.approx(1.3)
 
 
+# ---- GShard's auxiliary loss as the paper writes it (Lepikhin et al. 2020, §2.2, Algorithm 1) ---
+GSHARD_PROBS = [[0.6, 0.3, 0.1], [0.5, 0.1, 0.4], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]]  # S = 4 tokens, E = 3
+GSHARD_TOP2 = [[0, 1], [0, 2], [1, 0], [2, 1]]
+
+
+def test_gshard_loss_counts_first_choices_only_on_a_hand_case():
+    # first choices 0, 0, 1, 2: c / S = [1/2, 1/4, 1/4]; m = column means = [0.35, 0.325, 0.325]
+    # (1/E) sum_e (c_e/S) m_e = (0.175 + 0.08125 + 0.08125) / 3 = 0.1125
+    loss = losses.gshard_balance_loss(t(GSHARD_PROBS), idx(GSHARD_TOP2), 3)
+    assert loss.item() == pytest.approx(0.1125, abs=1e-15)
+    # the library's top-k form counts all 8 assignments, f = [3/8, 3/8, 2/8]: 3 * 0.334375
+    assert losses.switch_balance_loss(t(GSHARD_PROBS), idx(GSHARD_TOP2), 3).item() == pytest.approx(1.003125)
+    second_changed = idx([[0, 2], [0, 1], [1, 2], [2, 0]])  # other second choices: the same loss
+    assert losses.gshard_balance_loss(t(GSHARD_PROBS), second_changed, 3).item() == loss.item()
+
+
+@pytest.mark.parametrize("n_experts, k", [(4, 1), (8, 2), (5, 3)])
+def test_gshard_loss_is_one_over_e_squared_under_uniform_routing(n_experts, k):
+    probs = t(np.full((4 * n_experts, n_experts), 1 / n_experts))
+    index = (np.arange(4 * n_experts)[:, None] + np.arange(k)) % n_experts  # round robin: even counts
+    value = losses.gshard_balance_loss(probs, index, n_experts).item()
+    assert value == pytest.approx(1 / n_experts**2, rel=1e-12)
+
+
+def test_gshard_loss_times_e_squared_is_the_switch_loss_of_the_first_choices():
+    probs = mm.functional.softmax(t(np.random.default_rng(5).standard_normal((20, 6)) * 2))
+    index = np.argsort(-probs.numpy(), axis=1, kind="stable")[:, :2]
+    gshard = losses.gshard_balance_loss(probs, index, 6).item()
+    assert gshard * 36 == pytest.approx(losses.switch_balance_loss(probs, index[:, :1], 6).item(), rel=1e-12)
+
+
+def test_gshard_loss_gradient_goes_through_m_only_and_matches_finite_differences():
+    probs = t(GSHARD_PROBS, requires_grad=True)
+    losses.gshard_balance_loss(probs, idx(GSHARD_TOP2), 3).backward()
+    # d/dp[s, e] = (1/E) (c_e/S) (1/S): [1/24, 1/48, 1/48] for every token
+    np.testing.assert_allclose(probs.grad, np.tile([1 / 24, 1 / 48, 1 / 48], (4, 1)), rtol=1e-12)
+    logits = np.random.default_rng(6).standard_normal((7, 4)) * 2
+    index = np.argsort(-logits, axis=1, kind="stable")[:, :2]  # fixed: the counts have no gradient
+    mm.assert_gradcheck(lambda z: losses.gshard_balance_loss(mm.functional.softmax(z), index, 4), [logits])
+
+
+def test_gshard_loss_keeps_float32():
+    probs = mm.tensor(np.full((6, 3), 1 / 3), dtype=np.float32)
+    assert losses.gshard_balance_loss(probs, idx([[0], [1], [2], [0], [1], [2]]), 3).dtype == np.float32
+
+
+@pytest.mark.parametrize("router", ["gshard", "switch", "topk"])
+def test_layer_with_the_gshard_loss_adds_coef_times_the_paper_form(router):
+    mm.manual_seed(3)
+    layer = MoE(MoEConfig(d_model=4, n_experts=4, top_k=2, expert_hidden=5, router=router,
+                          balance_loss="gshard", balance_coef=0.5))
+    layer.router.weight.data *= 40  # uneven routing, so that the forms differ
+    x = mm.randn(12, 4)
+    layer(x)
+    routing = layer.router(x)
+    expected = losses.gshard_balance_loss(routing.probs, routing.expert_index, 4).item()
+    assert layer.report.losses["balance"] == pytest.approx(expected, rel=1e-6)
+    assert layer.aux_loss.item() == pytest.approx(0.5 * expected, rel=1e-6)
+
+
 @pytest.mark.parametrize("router, balance", [("switch", "switch"), ("topk", "switch"), ("deepseek", "deepseek_sequence")])
 def test_layer_aux_loss_equals_alpha_under_uniform_routing(router, balance):
     alpha = 0.01

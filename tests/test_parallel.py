@@ -152,7 +152,7 @@ def _case(check, name):
     return next(c for c in check["cases"] if c["case"] == name)
 
 
-@pytest.mark.parametrize("name", ["top1", "top2-capacity", "dropless-shared", "gshard-eval", "noisy-importance",
+@pytest.mark.parametrize("name", ["top1", "top2-capacity", "dropless-shared", "qwen2-shared-gate", "gshard-eval", "noisy-importance",
                                   "deepseek-sequence", "idle-rank"])
 def test_forward_and_backward_equal_the_single_process_layer(check, name):
     case = _case(check, name)

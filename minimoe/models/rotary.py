@@ -28,19 +28,22 @@ def _rotate_half(xp, x, sign: int):
 
 
 class Rotary(Function):
-    """Rotates x (..., T, Dh) by position; the positions are 0 .. T-1 along axis -2."""
+    """Rotates x (..., T, Dh) by position; the positions are 0 .. T-1 along axis -2. `base` is
+    theta of the angles (10000 in RoFormer; a checkpoint's `rope_theta`, 1e6 for Mixtral)."""
 
-    def forward(self, x):
+    def forward(self, x, base=10000.0):
         xp = self.xp
-        self.cos, self.sin = rotary_tables(xp, x.shape[-2], x.shape[-1], x.dtype)  # (T, Dh) each
+        self.cos, self.sin = rotary_tables(xp, x.shape[-2], x.shape[-1], x.dtype, base)  # (T, Dh) each
         return x * self.cos + _rotate_half(xp, x, +1) * self.sin
 
     def backward(self, g):
         return (g * self.cos + _rotate_half(self.xp, g * self.sin, -1),)
 
 
-def rotary(x):
+def rotary(x, base: float = 10000.0):
     """Applies rotary position embeddings to queries or keys of shape (B, H, T, Dh)."""
     if x.shape[-1] % 2:
         raise ValueError(f"rotary: the last axis (head_dim) must be even, got shape {x.shape}")
-    return Rotary.apply(x)
+    if not 1 < base < float("inf"):
+        raise ValueError(f"rotary: the base theta must be a finite number > 1, got {base!r}")
+    return Rotary.apply(x, base=float(base))

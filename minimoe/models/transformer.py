@@ -9,6 +9,10 @@ where `ffn` is `minimoe.moe.MoE` in every `moe_every`-th block (Shazeer et al. 2
 between LSTM layers; GShard and Switch replace every other FFN of a Transformer) and a dense GELU
 MLP elsewhere -- and everywhere in the dense twin. One class builds both, so the comparison in
 lesson 04 differs only in the FFN. Introduced in lesson 04 (a tiny MoE Transformer).
+
+The config's checkpoint options turn the same block into the Llama-style decoders of Mixtral,
+OLMoE, Qwen2-MoE and DeepSeek-V3 (RMSNorm, SwiGLU FFNs without biases, grouped-query or latent
+attention; see minimoe.hub), each off by default.
 """
 from __future__ import annotations
 
@@ -19,28 +23,39 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..calculator import count_parameters, flops_per_token, training_flops_per_token
-from ..nn import MLP, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter
+from ..nn import MLP, Dropout, Embedding, GatedMLP, LayerNorm, Linear, Module, ModuleList, Parameter, RMSNorm, repeat_heads
 from ..tensor import Tensor, no_grad
 from .config import ModelConfig
+from .latent_attention import LatentAttention
 from .rotary import rotary
 
 
 class CausalSelfAttention(Module):
     """Multi-head self-attention where position t sees only positions <= t (Vaswani et al. 2017
-    §3.2), through the engine's fused attention op."""
+    §3.2), through the engine's fused attention op.
+
+    Options for Llama-style checkpoints: fewer key/value heads than query heads (grouped-query
+    attention, Ainslie et al. 2023), biases on q, k, v (Qwen2-MoE) or on all four projections,
+    and OLMoE's QK-norm: one RMSNorm over the whole query projection and one over the whole key
+    projection, before the heads are split (Muennighoff et al. 2024; OLMoE's Hugging Face code).
+    """
 
     def __init__(self, config: ModelConfig):
-        d = config.d_model
-        self.n_heads = config.n_heads
-        self.use_rotary = config.positions == "rotary"
-        self.query = Linear(d, d, bias=False)
-        self.key = Linear(d, d, bias=False)
-        self.value = Linear(d, d, bias=False)
-        self.out = Linear(d, d, bias=False)
+        d, dh = config.d_model, config.head_dim
+        self.n_heads, self.kv_heads = config.n_heads, config.kv_heads
+        self.use_rotary, self.rope_theta = config.positions == "rotary", config.rope_theta
+        self.query = Linear(d, d, bias=config.qkv_bias)
+        self.key = Linear(d, self.kv_heads * dh, bias=config.qkv_bias)
+        self.value = Linear(d, self.kv_heads * dh, bias=config.qkv_bias)
+        self.out = Linear(d, d, bias=config.out_bias)
+        if config.qk_norm:
+            self.query_norm = RMSNorm(d, config.norm_eps)
+            self.key_norm = RMSNorm(self.kv_heads * dh, config.norm_eps)
+        self.qk_norm = config.qk_norm
 
-    def split_heads(self, x):
-        batch, length, d = x.shape
-        heads = x.reshape(batch, length, self.n_heads, d // self.n_heads)  # (B, T, H, Dh)
+    def split_heads(self, x, n_heads):
+        batch, length, width = x.shape
+        heads = x.reshape(batch, length, n_heads, width // n_heads)  # (B, T, H, Dh)
         return heads.transpose(0, 2, 1, 3)  # (B, H, T, Dh)
 
     def forward(self, x):
@@ -48,12 +63,25 @@ class CausalSelfAttention(Module):
             raise ValueError(f"attention takes a (batch, time, d_model) tensor with at least one position, "
                              f"got shape {x.shape}")
         batch, length, d = x.shape
-        q, k, v = (self.split_heads(proj(x)) for proj in (self.query, self.key, self.value))
-        if self.use_rotary:
-            q, k = rotary(q), rotary(k)  # positions enter through the q.k angle only
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if self.qk_norm:
+            q, k = self.query_norm(q), self.key_norm(k)
+        q = self.split_heads(q, self.n_heads)
+        k, v = self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
+        if self.use_rotary:  # positions enter through the q.k angle only
+            q, k = rotary(q, self.rope_theta), rotary(k, self.rope_theta)
+        group = self.n_heads // self.kv_heads
+        k, v = repeat_heads(k, group), repeat_heads(v, group)  # query head h reads key/value head h // group
         y = F.attention(q, k, v, causal=True)  # (B, H, T, Dh)
         y = y.transpose(0, 2, 1, 3).reshape(batch, length, d)  # (B, T, d): heads side by side
         return self.out(y)
+
+
+def make_norm(config: ModelConfig):
+    """The norm the config names: LayerNorm (GPT-2, the course's model) or RMSNorm (Llama-style)."""
+    if config.norm == "rms":
+        return RMSNorm(config.d_model, config.norm_eps)
+    return LayerNorm(config.d_model, config.norm_eps)
 
 
 class Block(Module):
@@ -61,15 +89,17 @@ class Block(Module):
 
     def __init__(self, config: ModelConfig, moe: bool):
         d = config.d_model
-        self.attention_norm = LayerNorm(d)
-        self.attention = CausalSelfAttention(config)
-        self.ffn_norm = LayerNorm(d)
+        self.attention_norm = make_norm(config)
+        self.attention = LatentAttention(config) if config.attention == "mla" else CausalSelfAttention(config)
+        self.ffn_norm = make_norm(config)
         self.is_moe = moe
         self.routes_by_token = moe and config.router == "hash"
         if moe:
             from ..moe import MoE  # a dense model never needs the MoE package
 
             self.ffn = MoE(config.moe_config())
+        elif config.activation == "swiglu":
+            self.ffn = GatedMLP(d, config.dense_hidden, bias=config.ffn_bias)
         else:
             self.ffn = MLP(d, config.dense_hidden, d, activation="gelu")
         self.dropout = Dropout(config.dropout)
@@ -93,7 +123,7 @@ class Transformer(Module):
         self.position_embedding = Embedding(config.context, d) if config.positions == "learned" else None
         self.dropout = Dropout(config.dropout)
         self.blocks = ModuleList([Block(config, config.is_moe_layer(i)) for i in range(config.n_layers)])
-        self.final_norm = LayerNorm(d)
+        self.final_norm = make_norm(config)
         self.head = None
         if not config.tie_weights:
             self.head = Linear(d, config.vocab_size, bias=False)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from ..config_checks import flag, real_number, whole_number
 
 ROUTERS = ("dense", "topk", "topk_then_softmax", "noisy_topk", "switch", "gshard", "expert_choice", "hash", "soft", "deepseek")
-BALANCE_LOSSES = ("switch", "importance_load", "deepseek_sequence", None)
+BALANCE_LOSSES = ("switch", "gshard", "importance_load", "deepseek_sequence", None)
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class MoEConfig:
     renormalize: bool = True  # top-k: renormalise the kept probabilities to sum to 1 (Mixtral's Hugging Face code) or not (Qwen2-MoE)
     capacity_factor: float | None = None  # None = dropless; else C = ceil(k*T/E*cf). Expert choice: c (default 2)
     n_shared_experts: int = 0  # DeepSeekMoE always-on experts, each of width expert_hidden
-    balance_loss: str | None = "switch"  # one of BALANCE_LOSSES
+    balance_loss: str | None = "switch"  # one of BALANCE_LOSSES; "gshard": first choices only, GShard's Alg. 1
     balance_coef: float = 0.01  # Switch alpha; Shazeer w_importance = w_load; DeepSeek-V3 alpha
     z_loss_coef: float = 0.0  # ST-MoE uses 1e-3
     expert_dropout: float = 0.0  # dropout on the experts' hidden units in training (Switch §2.4 uses 0.4 to fine-tune)
@@ -33,6 +33,9 @@ class MoEConfig:
     routed_scaling: float = 1.0  # DeepSeek-V3's routed_scaling_factor (2.5 in the released model)
     bias_update_rate: float = 0.001  # DeepSeek-V3 gamma for the aux-loss-free bias update
     slots_per_expert: int = 1  # Soft MoE
+    expert_bias: bool = True  # b_in and b_out in every expert (Mixtral, OLMoE, Qwen2-MoE and DeepSeek have none)
+    shared_expert_hidden: int | None = None  # width of the shared experts together; None: n_shared_experts * expert_hidden
+    shared_expert_gate: bool = False  # Qwen2-MoE: the shared experts' output times sigmoid(x w), w of shape (d, 1)
 
     def __post_init__(self):
         if self.router not in ROUTERS:
@@ -44,6 +47,15 @@ class MoEConfig:
             whole_number(self, name, at_least=1)
         whole_number(self, "n_shared_experts", at_least=0)
         flag(self, "renormalize")
+        for name in ("expert_bias", "shared_expert_gate"):
+            flag(self, name)
+        if self.shared_expert_hidden is not None:
+            whole_number(self, "shared_expert_hidden", at_least=1)
+        if not self.expert_bias and self.router == "soft":
+            raise ValueError("expert_bias=False is not implemented for Soft MoE's experts; use a token-choice router")
+        if (self.shared_expert_hidden is not None or self.shared_expert_gate) and not self.n_shared_experts:
+            raise ValueError("shared_expert_hidden and shared_expert_gate describe shared experts: "
+                             "set n_shared_experts >= 1 as well")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, numbers.Integral):
             raise ValueError(f"MoEConfig.top_k must be a whole number, got {self.top_k!r}")
         object.__setattr__(self, "top_k", int(self.top_k))  # a NumPy integer would not go into JSON
@@ -63,6 +75,13 @@ class MoEConfig:
             raise ValueError("GShard top-2 routing needs at least 2 experts")
         if self.balance_loss == "importance_load" and self.router not in ("noisy_topk", "topk", "topk_then_softmax"):
             raise ValueError("the importance and load losses belong to top-k gating; use router='noisy_topk' (Shazeer et al. 2017)")
+
+    @property
+    def shared_hidden(self) -> int:
+        """Hidden width of the shared experts held as one FFN (0 without shared experts)."""
+        if self.shared_expert_hidden is not None:
+            return self.shared_expert_hidden
+        return self.n_shared_experts * self.expert_hidden
 
     @property
     def k(self) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import to_numpy
-from ..nn import Module
+from ..nn import Module, Parameter
 from ..rng import device_rng
 from ..tensor import Tensor, no_grad
 from . import losses
@@ -32,10 +32,12 @@ class MoE(Module):
             self.soft = SoftMoE(cfg.d_model, cfg.n_experts, cfg.expert_hidden, cfg.slots_per_expert, cfg.activation)
         else:
             self.router = make_router(cfg)
-            self.experts = Experts(cfg.n_experts, cfg.d_model, cfg.expert_hidden, cfg.activation)
+            self.experts = Experts(cfg.n_experts, cfg.d_model, cfg.expert_hidden, cfg.activation, cfg.expert_bias)
         if cfg.n_shared_experts:
             # n shared experts of width h always add up, so they are one expert of width n*h (DeepSeekMoE §3.2)
-            self.shared = Experts(1, cfg.d_model, cfg.n_shared_experts * cfg.expert_hidden, cfg.activation)
+            self.shared = Experts(1, cfg.d_model, cfg.shared_hidden, cfg.activation, cfg.expert_bias)
+            if cfg.shared_expert_gate:  # Qwen2-MoE's shared_expert_gate, a (d, 1) Linear without bias
+                self.shared_gate = Parameter.uniform((cfg.d_model, 1), 1 / np.sqrt(cfg.d_model))
         self.aux_loss: Tensor | None = None
         self.report: RoutingReport | None = None
         self._last_counts = None
@@ -60,7 +62,10 @@ class MoE(Module):
         else:
             y = self._token_choice(flat, self.router(flat, token_ids=token_ids), seq_shape)
         if cfg.n_shared_experts:
-            y = y + self.shared(flat, [flat.shape[0]], self._dropout_mask(flat.shape[0], self.shared.hidden, x))
+            shared = self.shared(flat, [flat.shape[0]], self._dropout_mask(flat.shape[0], self.shared.hidden, x))
+            if cfg.shared_expert_gate:
+                shared = F.sigmoid(flat @ self.shared_gate) * shared  # (N, 1) gate per token
+            y = y + shared
         return y.reshape(x.shape)
 
     def _token_choice(self, flat, routing, seq_shape):
@@ -144,6 +149,8 @@ class MoE(Module):
         found = {}
         if cfg.balance_loss == "switch":
             found["balance"] = (cfg.balance_coef, losses.switch_balance_loss(routing.probs, routing.expert_index, e))
+        elif cfg.balance_loss == "gshard":
+            found["balance"] = (cfg.balance_coef, losses.gshard_balance_loss(routing.probs, routing.expert_index, e))
         elif cfg.balance_loss == "importance_load":
             found["importance"] = (cfg.balance_coef, losses.importance_loss(routing.gates, routing.expert_index, e))
             if isinstance(self.router, NoisyTopKRouter) and self.router.smooth_load is not None:

@@ -30,6 +30,18 @@ def switch_balance_loss(probs: Tensor, expert_index, n_experts: int) -> Tensor:
     return (p_mean * f.astype(probs.dtype)).sum() * n_experts
 
 
+def gshard_balance_loss(probs: Tensor, expert_index, n_experts: int) -> Tensor:
+    """(1/E) sum_e (c_e / S) m_e, GShard's auxiliary loss as the paper writes it (Lepikhin et al.
+    2020, §2.2 and Algorithm 1): c_e counts the tokens whose *first* choice is e (second choices
+    never count), m_e is the mean router probability of e, over a group of S tokens (here the
+    whole batch). Uniform routing gives 1/E^2. The paper's reference code multiplies by E^2, which
+    makes it E * sum f P over first choices: switch_balance_loss of expert_index[:, :1].
+    """
+    f = assignment_fractions(expert_index[:, :1], n_experts)  # (E,) c_e / S, no gradient
+    p_mean = probs.mean(axis=0)  # (E,) m_e
+    return (p_mean * f.astype(probs.dtype)).sum() * (1.0 / n_experts)
+
+
 def cv_squared(v: Tensor) -> Tensor:
     """The squared coefficient of variation, var / mean^2, with the population variance (vmoe's
     convention; the original t2t code uses the unbiased one). 0 exactly when all entries are equal."""

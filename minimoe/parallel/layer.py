@@ -111,6 +111,8 @@ class ExpertParallelMoE(MoE):
         self.experts = full.experts.select(self.first_expert, self.experts_per_rank)
         if cfg.n_shared_experts:
             self.shared = full.shared
+            if cfg.shared_expert_gate:
+                self.shared_gate = full.shared_gate
         self.aux_loss, self.report, self._last_counts = None, None, None
         self.traffic: Traffic | None = None
         broadcast_parameters(comm, replicated_parameters(self))
