@@ -92,3 +92,45 @@ def combine_sorted(sorted_outputs, order, gates):
     raise NotImplementedError(
         'ex03: invert the sort (outputs[order] = sorted_outputs), reshape (T, k, d), weight, sum '
         'over k.')
+
+
+def gshard_random_routing(probs, uniform):
+    """GShard's top-2 gate with random routing of the second expert (Lepikhin et al. 2020, §2.2
+    and Algorithm 1), with the random draws passed in so that the result is deterministic.
+
+    probs: float ndarray (T, E), E >= 2: each token's router softmax (non-negative, rows sum to 1).
+    uniform: float ndarray (T,): one draw u from U[0, 1) per token; any other shape is a
+    ValueError that names both shapes.
+    Returns (expert_index, gates, keep_second):
+      expert_index: int ndarray (T, 2), each token's two most probable experts, best first; equal
+                    probabilities go to the lower expert index (a stable sort);
+      gates:        ndarray (T, 2) of probs' dtype, the two probabilities renormalised,
+                    g1 = p1 / (p1 + p2) and g2 = p2 / (p1 + p2), whether or not the second is kept;
+      keep_second:  bool ndarray (T,), True exactly where 2 * g2 > u (strictly): the second expert
+                    is dispatched with probability min(1, 2 * g2). So never when g2 = 0 (not even
+                    for u = 0), always when g2 >= 0.5 (as when p1 = p2), and not when u = 2 * g2.
+
+    Hint: np.argsort(-probs, axis=-1, kind="stable")[:, :2]; np.take_along_axis; 2 * g2 > uniform.
+    """
+    raise NotImplementedError(
+        'ex03: np.argsort(-probs, axis=-1, kind="stable")[:, :2]; np.take_along_axis; 2 * g2 > '
+        'uniform.')
+
+
+def gshard_aux_loss(router_probs):
+    """GShard's auxiliary balancing loss as the paper writes it, group by group (Lepikhin et al.
+    2020, §2.2 and Algorithm 1): the mean over groups of (1/E) * sum_e (c_e / S) * m_e.
+
+    router_probs: Tensor (G, S, E): G groups of S tokens, each token's softmax over E experts.
+    In each group, c_e = the number of its tokens whose first choice (the argmax; equal
+    probabilities go to the lower index) is expert e: a count, no gradient; m_e = the mean of
+    router_probs[g, :, e] over the group's tokens: differentiable. Second choices never count.
+    Returns a scalar Tensor of router_probs' dtype, without a coefficient; 1/E^2 when routing is
+    perfectly uniform (the paper's reference code multiplies by E^2; this exercise does not).
+
+    Hint: f = one-hot of np.argmax(router_probs.data, -1), mean over axis 1, as router_probs.dtype;
+    then (router_probs.mean(axis=1) * f).mean().
+    """
+    raise NotImplementedError(
+        'ex03: f = one-hot of np.argmax(router_probs.data, -1), mean over axis 1, as '
+        'router_probs.dtype; then (router_probs.mean(axis=1) * f).mean().')

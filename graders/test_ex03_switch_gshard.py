@@ -9,6 +9,7 @@ import pytest
 import minimoe as mm
 from graders._checks import expect, expect_close, expect_equal, expect_gradients, expect_raises, lesson
 from minimoe.moe import dispatch, losses
+from minimoe.moe.routers.gshard import GShardRouter
 
 MODULE = "ex03_switch_gshard"
 see = lesson(MODULE)
@@ -18,6 +19,8 @@ TWINS = {
     "switch_loss": [losses.switch_balance_loss, losses.assignment_fractions],
     "sort_by_expert": [dispatch.plan_dispatch],
     "combine_sorted": [dispatch.plan_dispatch],
+    "gshard_random_routing": [GShardRouter, mm.functional.topk],
+    "gshard_aux_loss": [losses.gshard_balance_loss, losses.switch_balance_loss, losses.assignment_fractions],
 }
 
 
@@ -174,3 +177,117 @@ def test_combine_sorted_round_trip(fn, rng):
         expect_close(fn(sorted_outputs, order, gates), expected,
                      f"combine_sorted after {n_experts} scaling experts on {n_tokens} tokens x {k} choices, d = {d}",
                      see("Dropless dispatch by sorting"))
+
+
+def _random_routing_by_hand(probs, uniform):
+    """GShard's rule one token at a time: the two largest (ties to the lower index), renormalised,
+    the second kept where 2 g2 > u."""
+    index, gates, keep = [], [], []
+    for row, u in zip(probs, uniform):
+        first = int(np.argmax(row))
+        rest = row.copy()
+        rest[first] = -np.inf
+        second = int(np.argmax(rest))
+        total = row[first] + row[second]
+        index.append([first, second])
+        gates.append([row[first] / total, row[second] / total])
+        keep.append(2 * (row[second] / total) > u)
+    return np.array(index), np.array(gates), np.array(keep)
+
+
+def _expect_routing(got, expected, what, section, dtype=None):
+    expect(isinstance(got, tuple) and len(got) == 3, what, "a tuple (expert_index, gates, keep_second)",
+           f"{type(got).__name__}", section)
+    index, gates, keep = got
+    expect_equal(index, expected[0], f"{what}: expert_index", section, dtype="iu")
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    expect_close(gates, expected[1], f"{what}: gates", section, dtype=dtype, rtol=rtol)
+    expect_equal(keep, expected[2], f"{what}: keep_second", section, dtype="b")
+
+
+@pytest.mark.exercise("gshard_random_routing", points=1)
+def test_gshard_random_routing_hand_case(fn):
+    section = see("Switch top-1 and GShard top-2")
+    probs = np.array([[0.5, 0.3, 0.2],  # g2 = 3/8: kept with probability 3/4
+                      [0.1, 0.2, 0.7],  # experts 2 then 1, g2 = 2/9
+                      [0.3, 0.6, 0.1],  # g2 = 1/3
+                      [0.4, 0.5, 0.1]])  # g2 = 4/9: 2 g2 = 8/9
+    uniform = np.array([0.7, 0.5, 0.9, 0.85])
+    expected = ([[0, 1], [2, 1], [1, 0], [1, 0]], [[5 / 8, 3 / 8], [7 / 9, 2 / 9], [2 / 3, 1 / 3], [5 / 9, 4 / 9]],
+                [True, False, False, True])  # 0.75 > 0.7; 0.444 < 0.5; 0.667 < 0.9; 0.889 > 0.85
+    _expect_routing(fn(probs, uniform), expected, "gshard_random_routing on 4 hand-made tokens", section)
+
+
+@pytest.mark.exercise("gshard_random_routing", points=1)
+def test_gshard_random_routing_random_tokens_and_dtypes(fn, rng):
+    section = see("Switch top-1 and GShard top-2")
+    for n_tokens, n_experts in [(60, 4), (33, 7), (12, 2)]:
+        logits = rng.standard_normal((n_tokens, n_experts)) * 2
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        uniform = rng.uniform(size=n_tokens)
+        for dtype in (np.float64, np.float32):
+            cast, draws = probs.astype(dtype), uniform.astype(dtype)
+            _expect_routing(fn(cast, draws), _random_routing_by_hand(cast, draws),
+                            f"gshard_random_routing on {n_tokens} random tokens over {n_experts} experts "
+                            f"({np.dtype(dtype).name})", section, dtype=dtype)
+    expect_raises(ValueError, lambda: fn(probs[:10], np.zeros(9)), "gshard_random_routing with 10 tokens and 9 draws",
+                  section)
+
+
+@pytest.mark.exercise("gshard_random_routing", points=1)
+def test_gshard_random_routing_edge_cases(fn):
+    section = see("Switch top-1 and GShard top-2")
+    probs = np.array([[1.0, 0.0, 0.0],  # g2 = 0: never kept, not even for u = 0; second choice 1 (tie with 2)
+                      [0.75, 0.25, 0.0],  # g2 = 1/4: 2 g2 = 0.5 = u exactly: not kept (strictly greater)
+                      [0.4, 0.4, 0.2],  # p1 = p2: experts 0 then 1, g2 = 1/2: always kept
+                      [0.2, 0.5, 0.3],  # g2 = 3/8, 2 g2 = 0.75 > 0.7499
+                      [0.2, 0.4, 0.4]])  # a tie at the top: experts 1 then 2, g2 = 1/2
+    uniform = np.array([0.0, 0.5, 0.9999, 0.7499, 0.9999])
+    expected = ([[0, 1], [0, 1], [0, 1], [1, 2], [1, 2]],
+                [[1.0, 0.0], [0.75, 0.25], [0.5, 0.5], [5 / 8, 3 / 8], [0.5, 0.5]],
+                [False, False, True, True, True])
+    _expect_routing(fn(probs, uniform), expected, "gshard_random_routing at g2 = 0, 2 g2 = u, ties and g2 = 0.5",
+                    section)
+
+
+def _gshard_loss_by_hand(probs):
+    """The mean over groups of (1/E) sum_e (c_e/S) m_e, one group and one expert at a time."""
+    n_groups, n_tokens, n_experts = probs.shape
+    total = 0.0
+    for group in probs:
+        first = group.argmax(axis=1)
+        total += sum((first == e).sum() / n_tokens * group[:, e].mean() for e in range(n_experts)) / n_experts
+    return total / n_groups
+
+
+@pytest.mark.exercise("gshard_aux_loss", points=1)
+def test_gshard_aux_loss_values(fn, rng):
+    section = see("GShard's loss, first choices only")
+    # group 0: first choices 0, 0, 1, 2: c/S = [1/2, 1/4, 1/4], m = [0.35, 0.325, 0.325]: 0.3375 / 3 = 0.1125
+    # group 1: first choices 2, 2, 2, 2: c/S = [0, 0, 1], m = [0.1, 0.2, 0.7]: 0.7 / 3
+    probs = np.array([[[0.6, 0.3, 0.1], [0.5, 0.1, 0.4], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]],
+                      [[0.1, 0.2, 0.7]] * 4])
+    expect_close(fn(mm.tensor(probs[:1], dtype=np.float64)), 0.1125, "gshard_aux_loss of one hand-made group of 4 "
+                 "tokens over 3 experts: (1/E) sum_e (c_e/S) m_e", section)
+    expect_close(fn(mm.tensor(probs, dtype=np.float64)), (0.1125 + 0.7 / 3) / 2, "gshard_aux_loss of two hand-made "
+                 "groups: the mean of the groups' losses, not the loss of the pooled tokens", section)
+    expect_close(fn(mm.tensor(np.full((3, 8, 4), 0.25), dtype=np.float64)), 1 / 16,
+                 "gshard_aux_loss under perfectly uniform routing, E = 4 (1/E^2)", section)
+    logits = rng.standard_normal((3, 10, 5)) * 2
+    logits[:, :, 4] -= 10  # the last expert is never anyone's first choice
+    probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    for dtype in (np.float64, np.float32):
+        expect_close(fn(mm.tensor(probs, dtype=dtype)), _gshard_loss_by_hand(probs), "gshard_aux_loss on 3 random "
+                     f"groups of 10 tokens ({np.dtype(dtype).name}, expert 4 never a first choice)", section,
+                     dtype=dtype, rtol=1e-5)
+
+
+@pytest.mark.exercise("gshard_aux_loss", points=1)
+def test_gshard_aux_loss_gradients(fn, rng):
+    section = see("GShard's loss, first choices only")
+    logits = rng.standard_normal((2, 6, 3)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    expect_close(fn(mm.tensor(probs, dtype=np.float64)), _gshard_loss_by_hand(probs),
+                 "gshard_aux_loss on 2 random groups of 6 tokens", section)
+    expect_gradients(lambda x: fn(mm.functional.softmax(x)), [logits],
+                     "gshard_aux_loss gradient through the router probabilities", section)
