@@ -66,18 +66,15 @@ def load(model_dir) -> tuple[object, _Tokens]:
         from .sample import load_model
         return load_model(path), _Tokens()
     if (path / "config.json").is_file():
-        from .hub import load_pretrained
-        return load_pretrained(path), _Tokens(_hf_tokenizer(path))
+        from .hub import load_pretrained, load_tokenizer
+        tokenizer = load_tokenizer(path)
+        if tokenizer is None:
+            raise FileNotFoundError(f"{path} has no tokenizer.json, so its text cannot be turned into token ids; "
+                                    "copy the model's tokenizer.json into it (minimoe reads it with the tokenizers "
+                                    "library)")
+        return load_pretrained(path), _Tokens(tokenizer)
     raise FileNotFoundError(f"{path} holds neither checkpoint.npz (a minimoe run folder) nor config.json "
                             "(a Hugging Face model directory); give --model one of those")
-
-
-def _hf_tokenizer(path: Path):
-    if not (path / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{path} has no tokenizer.json, so its text cannot be turned into token ids; "
-                                "copy the model's tokenizer.json into it (minimoe reads it with the tokenizers library)")
-    from tokenizers import Tokenizer
-    return Tokenizer.from_file(str(path / "tokenizer.json"))
 
 
 def route(model, tokens: _Tokens, name: str, text: str) -> RoutedText:

@@ -26,9 +26,10 @@ FILE_NAME = re.compile(
     r"(?<![\w./-])((?:[\w-]+/)*[\w.-]*\w\.(?:md|py|ipynb|txt|json|jsonl|npz|toml|ya?ml|csv|png|svg|sh))(?![\w/])")
 # Files a run writes (a training run, the bench, the grader), named in docs and messages, never committed.
 RUN_OUTPUTS = {"config.json", "checkpoint.npz", "metrics.jsonl", "sample.txt", "loss.png", "expert_load.png",
-               "dropped.png", "args.json", "score.json", "bench-results.json", "scoreboard.csv", "scoreboard.json"}
-# Placeholders in documented commands: a name pattern, or papermill's input and output.
-PLACEHOLDERS = {"lessons/src/NN_name.py", "in.ipynb", "out.ipynb"}
+               "dropped.png", "args.json", "score.json", "bench-results.json", "scoreboard.csv", "scoreboard.json",
+               "routing.png", "load.csv"}
+# Placeholders in documented commands: a name pattern, papermill's input and output, a text of your own.
+PLACEHOLDERS = {"lessons/src/NN_name.py", "in.ipynb", "out.ipynb", "notes.txt"}
 # A name the file itself builds as a path (`folder / "name"`): a scratch or output file.
 BUILT_PATH = re.compile(r"/\s*f?[\"']([^\"'\s]+)[\"']")
 # Names of files in other projects' repositories that the library cites as the source of a

@@ -77,3 +77,28 @@ def test_route_explains_what_it_cannot_use(tmp_path, run_dir):
     dense = Transformer(ModelConfig(d_model=16, n_layers=1, n_heads=2, context=8, dense=True))
     with pytest.raises(ValueError, match="no MoE layers"):
         route.route(dense, route._Tokens(), "t", "abc")
+
+
+def test_route_reads_a_hugging_face_directory_with_its_tokenizer(tmp_path):
+    pytest.importorskip("safetensors", reason="Hugging Face directories need safetensors: pip install safetensors")
+    tokenizers = pytest.importorskip("tokenizers", reason="tokenizer.json needs tokenizers: pip install tokenizers")
+    from minimoe.hub import load_pretrained, save_pretrained
+    mm.manual_seed(0)
+    config = ModelConfig(vocab_size=40, d_model=16, n_layers=2, n_heads=2, context=16, n_experts=4, top_k=2,
+                         expert_hidden=8, norm="rms", positions="rotary", activation="swiglu", ffn_bias=False,
+                         balance_loss=None)
+    folder = tmp_path / "hf"
+    save_pretrained(Transformer(config), folder)
+    with pytest.raises(SystemExit, match="no tokenizer.json"):
+        route.main(["--model", str(folder), "--text", "ab"])
+    words = {w: i for i, w in enumerate(["[UNK]", "the", "cat", "sat", "on", "a", "mat"])}
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer.save(str(folder / "tokenizer.json"))
+
+    [routed] = route.main(["--model", str(folder), "--text", "the cat sat on a mat", "--out", str(tmp_path / "o")])
+    assert routed.tokens == ["the", "cat", "sat", "on", "a", "mat"]
+    model = load_pretrained(folder)
+    with mm.no_grad():
+        model(np.array([[1, 2, 3, 4, 5, 6]]))
+    np.testing.assert_array_equal(routed.experts, np.stack([r.expert_index[0] for r in model.routing_reports()]))
