@@ -1,4 +1,5 @@
-"""`python -m minimoe.bench [--quick] [--only engine,moe,train] [--out FILE] [--profile]`: a table and a JSON file."""
+"""`python -m minimoe.bench [--quick] [--only engine,moe,train] [--out FILE] [--profile] [--checkpoint N]`:
+a table and a JSON file."""
 import argparse
 import json
 import os
@@ -119,10 +120,18 @@ def main(argv=None):
                         help="where minimoe runs; on cupy the PyTorch peer (a CPU build here) is left out")
     parser.add_argument("--profile", action="store_true",
                         help="instead of the table: one reference-workload step, op by op (MoE and dense twin)")
+    parser.add_argument("--checkpoint", type=float, default=None, metavar="PARAMETERS",
+                        help="instead of the table: load a synthetic Mixtral of about this many parameters "
+                             "(e.g. 1e9) that transformers builds with random weights; needs torch and transformers")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     set_num_threads(args.threads)
+    if args.checkpoint is not None:
+        from .checkpoint import report
+
+        print(report(args.checkpoint))
+        return
     if args.profile:
         from .profile import profile_reference_step
 

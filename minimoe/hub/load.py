@@ -74,8 +74,9 @@ def load_pretrained(path, dtype=None) -> Transformer:
                     target[...] = array  # converts to the engine's dtype in the copy
                 else:
                     target[piece.expert] = array
-    for p in params.values():
-        p.data = backend.asarray(p.data)  # onto the current backend (a GPU under minimoe.use("cupy"))
+    if backend.current() != "numpy":  # onto the current backend (a GPU under minimoe.use("cupy"))
+        for p in params.values():
+            p.data = backend.asarray(p.data)  # one parameter at a time: a copy beside the host array
     return model.eval()
 
 
