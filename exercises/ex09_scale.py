@@ -1,5 +1,5 @@
-"""Lesson 09, scale and systems: the parameter and FLOP calculator, and expert parallelism's
-all-to-all: exercises.
+"""Lesson 09, scale and systems: the parameter and FLOP calculator, expert parallelism's
+all-to-all, and serving's batch window: exercises.
 
 Replace each `raise NotImplementedError(...)` with your answer, then grade:
     python -m minimoe.grade ex09
@@ -83,3 +83,27 @@ def all_to_all_send_counts(expert_index, n_experts, n_ranks):
     """
     raise NotImplementedError(
         'ex09: destination rank = expert // (E // R); np.bincount(..., minlength=n_ranks).')
+
+
+def batch_window_schedule(arrival_times, window, max_batch):
+    """Serving with a batch window: which tokens run together, and when their batch leaves.
+
+    arrival_times: (N,) ndarray of real seconds, in any order (N may be 0); window: float >= 0,
+    seconds; max_batch: int >= 1. The earliest token not yet in a batch opens one at its arrival
+    time a; every later token arriving at or before a + window joins it (the comparison in float64:
+    `t <= a + window`), until the batch holds max_batch tokens. The batch is dispatched when it is
+    full (at the arrival of its max_batch-th token) or else when its window closes (at a + window).
+    The next token not in a batch opens the next one. Tokens with equal arrival times are taken in
+    input order (a stable sort). window = 0 batches only simultaneous arrivals; max_batch = 1
+    runs every token alone (dispatched on arrival).
+    Returns (batch_id, dispatch_time), both (N,) and in the input order: batch_id int64 numbered
+    0, 1, 2, ... in order of dispatch, dispatch_time float64. Raises ValueError for arrival_times
+    that are not 1-D or not finite, a window < 0 or not finite, or max_batch < 1 or not an int.
+
+    Hint: on sorted times, end = min(searchsorted(t, t + window, 'right'), arange(N) + max_batch)
+    is where the batch opened by token i would end; the batches start at 0, end[0], end[end[0]], ...
+    (follow that chain: a loop over batches, not tokens).
+    """
+    raise NotImplementedError(
+        "ex09: sort the times; end = min(searchsorted(t, t + window, 'right'), arange(N) + max_batch); "
+        'batches start at 0, end[0], end[end[0]], ...')

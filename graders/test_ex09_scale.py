@@ -1,9 +1,10 @@
-"""Grades exercises/ex09_scale.py: the parameter and FLOP calculator, and all-to-all send counts."""
+"""Grades exercises/ex09_scale.py: the parameter and FLOP calculator, all-to-all send counts, and the
+serving batch window."""
 import numpy as np
 import pytest
 
-from graders._checks import expect, expect_equal, expect_raises, lesson
-from minimoe import calculator
+from graders._checks import expect, expect_close, expect_equal, expect_raises, lesson
+from minimoe import calculator, serving
 from minimoe.parallel import plan
 
 MODULE = "ex09_scale"
@@ -14,6 +15,7 @@ TWINS = {
     "moe_param_count": CALCULATOR,
     "moe_flops_per_token": CALCULATOR,
     "all_to_all_send_counts": [plan.slot_counts, plan.experts_per_rank, plan.plan_shard_dispatch, plan.ShardPlan],
+    "batch_window_schedule": [serving.batch_window_schedule, serving._chain],
 }
 
 MIXTRAL = dict(vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128,
@@ -142,3 +144,72 @@ def test_all_to_all_send_counts_conservation(fn, rng):
     expected = np.array([((expert_index >= 2 * r) & (expert_index < 2 * r + 2)).sum() for r in range(8)])
     expect_equal(counts, expected, "send counts for 100 random tokens, top-3 of 16 experts on 8 ranks (ranks 6 "
                  "and 7 unused)", section, dtype="iu")
+
+
+def _schedule_by_hand(times, window, max_batch):
+    """The batch window as a server runs it: token after token in order of arrival (ties in input
+    order), each joining the open batch if it fits in its window and its size."""
+    batch_id, dispatch = np.empty(len(times), dtype=np.int64), np.empty(len(times))
+    batches = []  # [opened at, members]
+    for i in np.argsort(times, kind="stable"):
+        if batches and len(batches[-1][1]) < max_batch and times[i] <= batches[-1][0] + window:
+            batches[-1][1].append(i)
+        else:
+            batches.append([times[i], [i]])
+    for b, (opened, members) in enumerate(batches):
+        batch_id[members] = b
+        dispatch[members] = times[members[-1]] if len(members) == max_batch else opened + window
+    return batch_id, dispatch
+
+
+def _expect_schedule(got, expected, what, section):
+    expect(isinstance(got, tuple) and len(got) == 2, f"{what}: the result", "a tuple (batch_id, dispatch_time)",
+           type(got).__name__, section)
+    expect_equal(got[0], expected[0], f"{what}: batch_id", section, dtype="iu")
+    expect_close(got[1], expected[1], f"{what}: dispatch_time", section, rtol=0, atol=0, dtype="f")
+
+
+@pytest.mark.exercise("batch_window_schedule", points=1)
+def test_batch_window_schedule_hand_cases(fn):
+    section = see("Serving: batching the tokens of many requests per expert")
+    # window 1 s, at most 3: {0, 0.5} times out at 0 + 1; {1.5, 2, 2.25} is full at 2.25; {2.5} times out at 3.5
+    _expect_schedule(fn(np.array([0.0, 0.5, 1.5, 2.0, 2.25, 2.5]), 1.0, 3),
+                     ([0, 0, 1, 1, 1, 2], [1.0, 1.0, 2.25, 2.25, 2.25, 3.5]),
+                     "arrivals 0, 0.5, 1.5, 2, 2.25, 2.5 with window 1 and max_batch 3", section)
+    # the window is the first token's and includes its end: 1.0 joins 0's batch; 1.5 opens a new one
+    _expect_schedule(fn(np.array([0.0, 1.0, 1.5, 2.4]), 1.0, 10), ([0, 0, 1, 1], [1.0, 1.0, 2.5, 2.5]),
+                     "arrivals 0, 1, 1.5, 2.4 with window 1 (a token at exactly first + window joins)", section)
+    expect_raises(ValueError, lambda: fn(np.array([0.0, 1.0]), -0.5, 2), "a negative window", section)
+    expect_raises(ValueError, lambda: fn(np.array([0.0, 1.0]), 1.0, 0), "max_batch = 0", section)
+
+
+@pytest.mark.exercise("batch_window_schedule", points=1)
+def test_batch_window_schedule_edge_cases(fn):
+    section = see("Serving: batching the tokens of many requests per expert")
+    times = np.array([0.3, 0.1, 0.0, 0.2])
+    _expect_schedule(fn(times, 0.0, 8), ([3, 1, 0, 2], times), "window 0 (no batching) on distinct, unsorted "
+                     "arrivals 0.3, 0.1, 0, 0.2: each token alone, dispatched on arrival", section)
+    _expect_schedule(fn(times, 5.0, 1), ([3, 1, 0, 2], times), "max_batch 1 with a long window: every token "
+                     "alone, dispatched on arrival", section)
+    _expect_schedule(fn(np.zeros(5), 0.5, 2), ([0, 0, 1, 1, 2], [0.0, 0.0, 0.0, 0.0, 0.5]),
+                     "5 simultaneous arrivals at 0, window 0.5, max_batch 2: two full batches leave at 0, "
+                     "the last token waits out its window", section)
+    _expect_schedule(fn(np.array([2.0, 0.0, 0.0, 0.0]), 0.5, 2), ([2, 0, 0, 1], [2.5, 0.0, 0.0, 0.5]),
+                     "arrivals 2, 0, 0, 0 (unsorted, ties taken in input order), window 0.5, max_batch 2",
+                     section)
+    _expect_schedule(fn(np.array([1.0, 1.0, 3.0]), 0.0, 4), ([0, 0, 1], [1.0, 1.0, 3.0]),
+                     "window 0 batches only simultaneous arrivals (1, 1, 3)", section)
+    got = fn(np.zeros(0), 1.0, 4)
+    expect_equal(got[0], np.zeros(0, dtype=np.int64), "no tokens at all: batch_id", section, dtype="iu")
+
+
+@pytest.mark.exercise("batch_window_schedule", points=1)
+def test_batch_window_schedule_random_traffic(fn, rng):
+    section = see("Serving: batching the tokens of many requests per expert")
+    for n, decimals in ((30, 1), (300, 2), (5000, 4)):
+        times = np.round(np.cumsum(rng.exponential(0.01, n)), decimals)  # rounding makes simultaneous arrivals
+        times = times[rng.permutation(n)]  # in any order
+        window, max_batch = float(rng.choice([0.0, 0.005, 0.02, 0.1])), int(rng.integers(1, 20))
+        _expect_schedule(fn(times, window, max_batch), _schedule_by_hand(times, window, max_batch),
+                         f"{n} random arrivals (shuffled, with ties) under window {window} and max_batch "
+                         f"{max_batch}", section)

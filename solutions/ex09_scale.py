@@ -1,5 +1,5 @@
-"""Lesson 09, scale and systems: the parameter and FLOP calculator, and expert parallelism's
-all-to-all: reference answers.
+"""Lesson 09, scale and systems: the parameter and FLOP calculator, expert parallelism's
+all-to-all, and serving's batch window: reference answers.
 
 Try the exercise first (`exercises/ex09_scale.py`); grade it with
 `python -m minimoe.grade ex09`.
@@ -101,3 +101,46 @@ def all_to_all_send_counts(expert_index, n_experts, n_ranks):
         raise ValueError(f"n_experts={n_experts} must be divisible by n_ranks={n_ranks}")
     routed = expert_index[expert_index >= 0]  # dropped assignments travel nowhere
     return np.bincount(routed // (n_experts // n_ranks), minlength=n_ranks)
+
+
+def batch_window_schedule(arrival_times, window, max_batch):
+    """Serving with a batch window: which tokens run together, and when their batch leaves.
+
+    arrival_times: (N,) ndarray of real seconds, in any order (N may be 0); window: float >= 0,
+    seconds; max_batch: int >= 1. The earliest token not yet in a batch opens one at its arrival
+    time a; every later token arriving at or before a + window joins it (the comparison in float64:
+    `t <= a + window`), until the batch holds max_batch tokens. The batch is dispatched when it is
+    full (at the arrival of its max_batch-th token) or else when its window closes (at a + window).
+    The next token not in a batch opens the next one. Tokens with equal arrival times are taken in
+    input order (a stable sort). window = 0 batches only simultaneous arrivals; max_batch = 1
+    runs every token alone (dispatched on arrival).
+    Returns (batch_id, dispatch_time), both (N,) and in the input order: batch_id int64 numbered
+    0, 1, 2, ... in order of dispatch, dispatch_time float64. Raises ValueError for arrival_times
+    that are not 1-D or not finite, a window < 0 or not finite, or max_batch < 1 or not an int.
+
+    Hint: on sorted times, end = min(searchsorted(t, t + window, 'right'), arange(N) + max_batch)
+    is where the batch opened by token i would end; the batches start at 0, end[0], end[end[0]], ...
+    (follow that chain: a loop over batches, not tokens).
+    """
+    times = np.asarray(arrival_times)
+    if times.ndim != 1 or times.dtype.kind not in "iuf" or not np.isfinite(times).all():
+        raise ValueError(f"arrival_times must be a 1-D array of finite real numbers, got shape {times.shape}")
+    if not (np.isfinite(window) and window >= 0):
+        raise ValueError(f"window must be a finite number of seconds >= 0, got {window!r}")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+        raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
+    n = times.size
+    order = np.argsort(times, kind="stable")
+    t = times[order].astype(np.float64)  # (N,) sorted
+    end = np.minimum(np.searchsorted(t, t + window, side="right"), np.arange(n) + max_batch)  # (N,)
+    starts = []
+    start = 0
+    while start < n:  # one step per batch
+        starts.append(start)
+        start = int(end[start])
+    first = np.array(starts, dtype=np.int64)  # (n_batches,) sorted position of each batch's first token
+    size = np.diff(np.append(first, n))
+    dispatch = np.where(size == max_batch, t[first + size - 1], t[first] + window)  # full, or timed out
+    batch_id = np.empty(n, dtype=np.int64)
+    batch_id[order] = np.repeat(np.arange(first.size), size)
+    return batch_id, dispatch[batch_id].astype(np.float64)

@@ -20,7 +20,9 @@
 #   over MPI and simulated in one process, against top-$k$ and the capacity factor;
 # - simulate expert offloading with an LRU cache on real routing traces, and compare it with the
 #   optimal (Belady) policy and with a trace whose order is shuffled;
-# - quantise experts to int8 per output channel, and measure memory against validation loss.
+# - quantise experts to int8 per output channel, and measure memory against validation loss;
+# - batch the decoding tokens of many requests with a batch window, and measure the throughput
+#   it buys against the latency it costs, and why (one weight read per expert per batch).
 #
 # **Papers.**
 # - Kaplan et al. (2020), *Scaling laws for neural language models*, arXiv 2001.08361, §2.1: FLOPs
@@ -39,9 +41,13 @@
 #   Journal 5(2): the optimal replacement policy.
 # - Dettmers et al. (2022), *LLM.int8()*, arXiv 2208.07339, §3: absmax int8 quantisation with one
 #   scale per row or column ("vector-wise").
+# - Yu et al. (2022), *Orca: a distributed serving system for Transformer-based generative
+#   models*, OSDI: iteration-level (continuous) batching. Williams, Waterman & Patterson (2009),
+#   *Roofline*, Communications of the ACM 52(4): memory- against compute-bound. The batch window
+#   is the policy of Triton Inference Server's dynamic batcher (its documentation).
 #
 # **Library files used.** `minimoe/calculator.py`, `minimoe/backend.py`, `minimoe/parallel/`
-# (its README explains running on a cluster), `minimoe/train.py`.
+# (its README explains running on a cluster), `minimoe/train.py`, `minimoe/serving.py`.
 #
 # **Prerequisites.** Lessons 03 (capacity and dispatch), 04 (the tiny MoE Transformer) and 07
 # (DeepSeek-style experts).
@@ -76,6 +82,8 @@ from minimoe import calculator
 from minimoe.data import eval_batches, load_corpus, split
 from minimoe.models import ModelConfig, Transformer, model_summary
 from minimoe.parallel import simulate_all_to_all
+from minimoe.seeds import summarize, verdict
+from minimoe.serving import batch_window_schedule, serve_in_order
 from minimoe.train import TrainConfig, evaluate, train
 
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6.4, 3.6)})
@@ -680,7 +688,307 @@ plt.show()
 # parameter Switch model below one bit per parameter. A tiny model trained for minutes is not a
 # proof for a large one; the measurement — loss on held-out data against bytes — is the one to
 # make there too.
+
+# %% [markdown]
+# ## 8. Serving: batching the tokens of many requests per expert
 #
+# A server generating text for many users runs the model one token per request per step, and the
+# tokens arrive when each user's stream delivers them, not when the server would like them. Run
+# each token the moment it arrives and every call carries one token; wait a little and one call
+# carries the tokens of many requests. Inside the MoE layer the sorted dispatch of lesson 03 then
+# gathers the batch's tokens **per expert** — sorted by expert, one product per expert — so an
+# expert chosen by ten tokens of the batch is read once for all ten instead of ten times.
+#
+# The policy is a **batch window**: the first waiting token opens a window of $W$ seconds; the
+# batch leaves when the window closes or when it holds $B$ tokens, whichever comes first. These
+# are the two knobs of Triton Inference Server's dynamic batcher (`max_queue_delay_microseconds`
+# and `max_batch_size`). One server then runs the batches first come, first served, and a batch
+# that is ready while the server is busy waits in the queue. A token's latency is all of it:
+#
+# $$\text{latency} = \underbrace{\text{dispatch} - \text{arrival}}_{\text{the window: at most } W}
+#   + \underbrace{\text{queue}}_{\text{server busy}} + \underbrace{c(n)}_{\text{compute of its batch of } n \text{ tokens}}.$$
+#
+# `minimoe.serving` has both steps: `batch_window_schedule` (which tokens form each batch, and
+# when it leaves) and `serve_in_order` (the queue: Lindley's recursion
+# $f_b = \max(r_b, f_{b-1}) + c_b$ for the finish time $f_b$ of batch $b$, ready at $r_b$).
+#
+# The traffic: $R$ requests decode at once, each a stream of tokens arriving as a Poisson process
+# (exponential gaps, seeded). The tokens are real: request $r$ is a window of validation text, and
+# each of its tokens enters the first MoE layer of the trained tiny model with the hidden state
+# the model computes for it. One simplification: the arrivals are *open loop* — they do not wait
+# for the server — whereas a real decoder's next token exists only once its previous one is
+# computed.
+#
+# First, a check that batching changes nothing but the time: with dropless routing a token's
+# output does not depend on its batch-mates (with a capacity factor it would: they compete for
+# the experts' slots, lesson 03).
+
+# %%
+REQUESTS = 16 if FAST else 32
+TOKENS_PER_REQUEST = 16 if FAST else 32  # on average: each request decodes for the same duration
+layer, first_block = model.moe_layers()[0], model.blocks[0]
+requests = val_text.ids[:REQUESTS * TINY.context].reshape(REQUESTS, TINY.context)  # room for 2x the mean
+with mm.no_grad():  # the first block up to its MoE layer, as Transformer.forward runs it
+    h = model.token_embedding(requests) + model.position_embedding(np.arange(TINY.context))
+    h = h + first_block.attention(first_block.attention_norm(h))
+    hidden = first_block.ffn_norm(h).data  # (R, T, d) what the MoE layer sees
+    layer(mm.tensor(hidden))
+    expert_index = layer.report.expert_index  # (R, T, k) each token's experts
+    flat = hidden.reshape(-1, TINY.d_model)
+    together = layer(mm.tensor(flat[:64])).data  # (64, d) in one batch
+    alone = np.concatenate([layer(mm.tensor(flat[i:i + 1])).data for i in range(64)])  # one at a time
+print(f"{REQUESTS} requests, each decoding about {TOKENS_PER_REQUEST} tokens of width {TINY.d_model}; "
+      f"top-{TINY.top_k} of {TINY.n_experts} experts")
+print(f"64 tokens in one batch against one at a time: largest difference {np.abs(together - alone).max():.1e}")
+assert np.allclose(together, alone, atol=1e-5)
+
+# %% [markdown]
+# Every batch below is run through the layer and timed: the median of several repeats is its
+# compute time $c(n)$. The load is set from the measured cost of a single token, so that it means
+# the same on a faster or a slower machine: a **light** load of 30% of what one-at-a-time serving
+# can sustain ($1/c(1)$ tokens per second), and a **heavy** one of twice that. Each setting runs on
+# three seeds of the arrival process; the tables give mean ± spread over them (`minimoe.seeds`).
+
+# %%
+REPEATS = 3 if FAST else 5  # every batch is timed this many times; its compute time is the median
+WINDOWS_MS = (0, 0.5, 1, 2, 4, 8, 16)  # 0: every token alone (Poisson arrivals never coincide)
+MAX_BATCH = 64
+LOADS = {"light": 0.3, "heavy": 2.0}  # offered tokens per second, as a multiple of 1 / c(1)
+ARRIVAL_SEEDS = (0, 1, 2)
+
+
+def time_layer(x):
+    """Wall time of one forward of the MoE layer on tokens x (n, d), without an autograd graph."""
+    with mm.no_grad():
+        began = time.perf_counter()
+        layer(mm.tensor(x))
+        return time.perf_counter() - began
+
+
+one_token = float(np.median([time_layer(flat[i:i + 1]) for i in range(200)]))
+print(f"one token through the MoE layer: c(1) = {one_token * 1e6:.0f} us (median of 200 calls), "
+      f"so one at a time serves at most {1 / one_token:,.0f} tokens/s")
+
+
+def serve(total_rate, window, seed):
+    """One run of the batch window on seeded Poisson traffic of `total_rate` tokens/s."""
+    rng = np.random.default_rng(seed)
+    duration = REQUESTS * TOKENS_PER_REQUEST / total_rate  # seconds of traffic
+    arrival = np.cumsum(rng.exponential(REQUESTS / total_rate, (REQUESTS, TINY.context)), axis=1)  # (R, T)
+    arrived = arrival < duration  # (R, T) the tokens of the run
+    assert not arrived[:, -1].any(), "a request ran out of text: raise TINY.context or lower TOKENS_PER_REQUEST"
+    arrival, x, chosen = arrival[arrived], hidden[arrived], expert_index[arrived]  # (N,), (N, d), (N, k)
+    batch, dispatch = batch_window_schedule(arrival, window, MAX_BATCH)  # (N,), (N,)
+    sizes = np.bincount(batch)  # (n_batches,)
+    members = np.split(np.argsort(batch, kind="stable"), np.cumsum(sizes)[:-1])  # each batch's tokens
+    compute = np.median([[time_layer(x[m]) for m in members] for _ in range(REPEATS)], axis=0)  # (n_batches,)
+    ready = np.zeros(len(sizes))
+    ready[batch] = dispatch
+    latency = serve_in_order(ready, compute)[batch] - arrival  # (N,) window + queue + compute
+    read = np.zeros((len(sizes), TINY.n_experts), dtype=bool)
+    read[batch[:, None], chosen] = True  # (n_batches, E) the experts each batch runs
+    n = len(arrival)
+    return dict(batch=sizes.mean(), per_product=chosen.size / read.sum(), reads=read.sum() / n,
+                throughput=n / compute.sum(), busy=compute.sum() / duration,
+                wait=(dispatch - arrival).mean(), mean=latency.mean(), p95=np.percentile(latency, 95),
+                sizes=sizes, compute=compute)
+
+
+began = time.perf_counter()
+runs = {(load, w): [serve(share / one_token, w / 1e3, seed) for seed in ARRIVAL_SEEDS]
+        for load, share in LOADS.items() for w in WINDOWS_MS}
+print(f"{sum(len(r['sizes']) for rs in runs.values() for r in rs) * REPEATS:,} timed calls in "
+      f"{time.perf_counter() - began:.0f} s\n")
+
+
+def mean_of(load, w, key):
+    return np.mean([r[key] for r in runs[load, w]])
+
+
+for load, share in LOADS.items():
+    print(f"{load} load: {share / one_token:,.0f} tokens/s offered ({share:.0%} of one-at-a-time capacity), "
+          f"batches of at most {MAX_BATCH}")
+    print(f"{'W (ms)':>6} {'batch':>6} {'tokens per':>10} {'expert reads':>12} {'throughput (tokens/s)':>22} "
+          f"{'server':>7} {'wait':>6} {'latency per token (ms)':>31}")
+    print(f"{'':>6} {'':>6} {'product':>10} {'per token':>12} {'':>22} {'busy':>7} {'(ms)':>6} "
+          f"{'mean':>15} {'p95':>15}")
+    for w in WINDOWS_MS:
+        rs = runs[load, w]
+        tput, mean, p95 = (summarize([r[key] * scale for r in rs])
+                           for key, scale in (("throughput", 1), ("mean", 1e3), ("p95", 1e3)))
+        print(f"{w:6g} {mean_of(load, w, 'batch'):6.1f} {mean_of(load, w, 'per_product'):10.1f} "
+              f"{mean_of(load, w, 'reads'):12.2f} {tput.mean:13,.0f} ± {tput.spread:6,.0f} "
+              f"{mean_of(load, w, 'busy'):7.0%} {mean_of(load, w, 'wait') * 1e3:6.2f} "
+              f"{mean.mean:8.2f} ± {mean.spread:5.2f} {p95.mean:8.2f} ± {p95.spread:5.2f}")
+    print()
+
+for load in LOADS:
+    best = min(WINDOWS_MS, key=lambda w: mean_of(load, w, "mean"))
+    alone = [r["mean"] * 1e3 for r in runs[load, 0]]
+    print(f"{load} load, throughput, W = {WINDOWS_MS[-1]} ms against one at a time: "
+          + verdict([r["throughput"] for r in runs[load, WINDOWS_MS[-1]]],
+                    [r["throughput"] for r in runs[load, 0]], f"W = {WINDOWS_MS[-1]} ms", "W = 0",
+                    lower_is_better=False))
+    if best == 0:
+        print(f"{load} load, mean latency: one at a time (W = 0) is the lowest, {summarize(alone)} ms")
+    else:
+        print(f"{load} load, mean latency (ms), the best window W = {best} ms against one at a time: "
+              + verdict([r["mean"] * 1e3 for r in runs[load, best]], alone, f"W = {best} ms", "W = 0"))
+
+# %% [markdown]
+# Where does the time of a call go? Fit $c(n) = c_0 + c_1 n$ to every batch timed above: $c_0$ is
+# what a call costs whatever it carries, $c_1$ what each token adds. Beside it, the matrix
+# products that one token actually needs — two experts, two products each — timed alone in NumPy.
+
+# %%
+sizes = np.concatenate([r["sizes"] for rs in runs.values() for r in rs])
+computes = np.concatenate([r["compute"] for rs in runs.values() for r in rs])
+per_token_cost, fixed_cost = np.polyfit(sizes, computes, 1)  # c(n) = c_0 + c_1 n, least squares
+
+
+def wall_time(fn, repeats):
+    """Median wall time of fn() over `repeats` calls."""
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return float(np.median(times))
+
+
+w_in, w_out = layer.experts.w_in.data, layer.experts.w_out.data  # (E, d, h), (E, h, d)
+products = wall_time(lambda: [flat[:1] @ w_in[e] @ w_out[e] for e in expert_index[0, 0]], 500)
+print(f"c(n) = {fixed_cost * 1e6:.0f} us + {per_token_cost * 1e6:.2f} us x n, fitted to {len(sizes):,} "
+      f"timed batches of 1 to {sizes.max()} tokens")
+print(f"one token's four expert products alone (NumPy, no activation): {products * 1e6:.1f} us, "
+      f"{products / fixed_cost:.0%} of the fixed cost of a call")
+print(f"the cost per token c(n) / n falls towards c_1 as n grows; it is within 2x of c_1 once "
+      f"n >= c_0 / c_1 = {fixed_cost / per_token_cost:.0f} tokens")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+for (load, share), color in zip(LOADS.items(), ("C0", "C3")):
+    for key, style, label in (("mean", "o-", "mean"), ("p95", "s--", "p95")):
+        x = [mean_of(load, w, key) * 1e3 for w in WINDOWS_MS]
+        y = [mean_of(load, w, "throughput") for w in WINDOWS_MS]
+        spread = [summarize([r["throughput"] for r in runs[load, w]]).spread for w in WINDOWS_MS]
+        ax.errorbar(x, y, yerr=spread, fmt=style, color=color, mfc="none" if key == "p95" else color,
+                    ms=5, lw=1, capsize=2, label=f"{load} load ({share:.0%} of 1 / c(1)), {label} latency")
+        if key == "mean":
+            for w, xi, yi in zip(WINDOWS_MS, x, y):
+                ax.annotate(f"{w:g}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                            color=color)
+ax.set_xscale("log")
+ax.set_yscale("log")
+ax.set_xlabel("latency per token (ms): window + queue + compute")
+ax.set_ylabel("throughput (tokens per second of compute)")
+ax.set_title("Batch window W (ms, labels): throughput against latency, first MoE layer", fontsize=10)
+ax.grid(alpha=0.3, which="both")
+ax.legend(fontsize=7)
+plt.show()
+
+# %% [markdown]
+# Read the table row by row. The window gathers tokens (the batch column), the dispatch then
+# gathers each expert's share of them (tokens per product), and the expert weight reads per token
+# fall from $k = 2$ — every token alone reads its two experts — towards $E/n$. Throughput grows
+# with the batch because a call's cost is mostly fixed: the fit above puts $c_0$ at dozens of
+# tokens' worth of $c_1$, so a batch of $c_0 / c_1$ tokens costs only twice one token. (The
+# throughput column is noisy: it divides by a sum of short timings on a shared machine.) The
+# price is the window. At the light load the server is idle much of the
+# time (the "server busy" column), a token that arrives is usually served at once, and a window
+# mostly adds its wait — a mean of about $W/2$ and a p95 near $W$. At the heavy load one at a
+# time is not an option: it would need more than all of the server's time, the queue grows for as
+# long as the traffic lasts, and the latency of $W = 0$ is set by the queue, not by the model; on a
+# longer trace it would grow without bound. A window cures it by making each call carry more
+# tokens; once the server is comfortably below fully busy, a longer window only adds waiting. So
+# the lowest latency there belongs to the shortest window that keeps the server well short of
+# 100% busy — a window whose batches leave the server nearly full still queues, and its latency
+# swings from seed to seed. Which window that is depends on how fast this machine ran the layer;
+# the verdict lines name it and compare it, and the largest window's throughput, with one at a
+# time over the three arrival seeds.
+#
+# **Why it pays, and why more on a GPU.** On this CPU the fixed cost is not the weights: one
+# token's four expert products take a few percent of it (the line above), and the rest is the
+# layer's other per-call work in Python and NumPy — routing, sorting, building the report. The
+# argument the batch window is usually made with is the *weights*: a matrix product $x W$ with $x$
+# of $n$ rows reads all of $W$ once, whatever $n$, and does $2n$ FLOPs per weight. At small $n$
+# its time is the time to read $W$ from memory, so more rows are nearly free, until the
+# arithmetic catches up with the memory (the roofline of Williams, Waterman & Patterson 2009,
+# *CACM* 52(4)). A matrix too large for any cache shows it here:
+
+# %%
+BIG = (4096, 8192)  # 128 MiB of float32: far larger than a CPU's last-level cache
+ROWS = (1, 2, 4, 8, 16, 32, 64) if FAST else (1, 2, 4, 8, 16, 32, 64, 128)
+generator = np.random.default_rng(0)
+big = generator.standard_normal(BIG, dtype=np.float32)
+per_call = {}
+print(f"x (n, {BIG[0]}) @ W ({BIG[0]}, {BIG[1]}), {big.nbytes / 2**20:.0f} MiB of weights; "
+      f"median of {REPEATS} calls")
+print(f"{'rows n':>6} {'time (ms)':>10} {'per row (ms)':>13} {'weights read (GB/s)':>20} {'GFLOP/s':>8}")
+for n in ROWS:
+    x = generator.standard_normal((n, BIG[0]), dtype=np.float32)
+    per_call[n] = t = wall_time(lambda: x @ big, REPEATS)
+    print(f"{n:6} {t * 1e3:10.2f} {t / n * 1e3:13.3f} {big.nbytes / t / 1e9:20.1f} "
+          f"{2 * n * big.size / t / 1e9:8.1f}")
+bandwidth = big.nbytes / per_call[1]  # bytes/s with one row: the weight read alone
+flops = max(2 * n * big.size / per_call[n] for n in ROWS)  # the best arithmetic rate measured
+del big
+GPU_FLOPS, GPU_BYTES_PER_S = 989e12, 3.35e12  # an H100 SXM: dense bf16 peak and memory bandwidth (NVIDIA)
+print(f"\nthis CPU: the weights stream at {bandwidth / 1e9:.0f} GB/s with one row, and the best rate is "
+      f"{flops / 1e9:.0f} GFLOP/s; reading a float32 weight (4 bytes) takes as long as its 2n FLOPs at "
+      f"n = 2 F / B = {2 * flops / bandwidth:.0f} rows")
+print(f"an H100 SXM ({GPU_FLOPS / 1e12:.0f} TFLOP/s dense bf16, {GPU_BYTES_PER_S / 1e12:.2f} TB/s): a bf16 weight "
+      f"(2 bytes) against 2n FLOPs meets at n = F / B = {GPU_FLOPS / GPU_BYTES_PER_S:.0f} rows per expert product")
+
+rows = np.array(ROWS)
+read_floor = per_call[1] / rows  # the one weight read, shared by n rows
+arithmetic_floor = np.full(len(rows), 2 * BIG[0] * BIG[1] / flops)  # 2|W| FLOPs per row at the best rate
+fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+ax.plot(rows, [per_call[n] / n * 1e3 for n in ROWS], "o-", label="measured")
+ax.plot(rows, read_floor * 1e3, color="C1", lw=1, ls="--", label="the weight read of one row, shared: t(1) / n")
+ax.plot(rows, arithmetic_floor * 1e3, color="C2", lw=1, ls="--", label="the arithmetic at the best rate measured")
+ax.set_xscale("log", base=2)
+ax.set_yscale("log")
+ax.set_xlabel("rows n in the product x W (tokens sharing one weight read)")
+ax.set_ylabel("time per row (ms)")
+ax.set_title(f"One {BIG[0]} x {BIG[1]} weight read shared by n rows (NumPy, this CPU)", fontsize=10)
+ax.grid(alpha=0.3, which="both")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# With one row the product is the weight read: 128 MiB at the GB/s of the first line, and almost
+# no arithmetic. Adding rows shares that read: the time per row falls several-fold and levels off
+# at the arithmetic every row needs, the second floor of the plot. The roofline puts the meeting
+# of the two floors at $n = 2F/B$ rows for float32 (the line below the table). The measured curve
+# lies above both floors in between and is not smooth: for one row OpenBLAS uses a matrix-vector
+# kernel, for more rows matrix-matrix kernels that need many rows to run at full speed. The tiny
+# model's experts are nothing like this: a 64 x 128 matrix is 32 KB, it sits in the CPU's cache,
+# and its products were a few percent of a call (measured above).
+#
+# A GPU moves both ends (the last line above). Its arithmetic is about three hundred times faster
+# than its memory in these units, so an expert product stays bound by the weight read until a few
+# hundred rows share it — far past the rows at which this CPU's memory and arithmetic meet. Its
+# per-call overhead is kernel launches, microseconds each rather than the hundreds of
+# microseconds of Python measured here, so on a GPU the fixed cost of a call *is* mostly the
+# weight read, and the roofline argument is the story. An MoE makes it harder than a dense model:
+# a batch of $n$ tokens gives each of $E$ experts only about $nk/E$ rows (the "tokens per product"
+# column; $E/k = 4$ here, 32 for DeepSeek-V3's top-8 of 256), so an MoE needs about $E/k$ times
+# the batch of a dense model to fill its expert products as well. None of these GPU figures is
+# measured here; the H100's are its data-sheet peaks.
+#
+# **What it costs.** Latency, first: every token waits up to $W$ for company, and no batch can
+# beat the latency of a free server running one token (the light load shows it). Memory, second:
+# a server that batches many requests holds all their activations and, in a real model, each
+# request's KV cache. And the MoE's own advantage shrinks as batches grow: once every batch
+# reaches every expert, each step reads all the experts' weights, as a dense model of the total
+# size would (question 2) — the expert reads per token approach $E/n$, not $k/n$. Real servers
+# (Orca, Yu et al. 2022, OSDI) batch *continuously*: each step runs every request that is
+# waiting, with no fixed window, and a request joins or leaves the batch between steps; the
+# trade-off measured here — more tokens per weight read against longer waits — is the same.
+
+
+# %% [markdown]
 # ## Check your understanding
 #
 # 1. Mixtral's experts have 14 336 hidden units. How many parameters does one expert hold? Which
@@ -698,12 +1006,18 @@ plt.show()
 #    "speculative" loader need to predict to approach it?
 # 7. A weight matrix has one column whose largest entry is 100 times the others. Compare the
 #    rounding error of per-tensor and per-channel int8 on the *other* columns.
+# 8. Under uniform routing, each token picks $k$ distinct experts of $E$. How many distinct
+#    experts does a batch of $n$ tokens read on average? Compare with section 8's "expert reads
+#    per token" column, and say why the gain stops growing at the batch limit $B$.
+# 9. Why does the latency of $W = 0$ at the heavy load of section 8 depend on how long the trace
+#    is, while the other rows' latencies do not? What decides the shortest window that keeps up?
 #
 # ## Exercises
 #
 # In `exercises/ex09_scale.py`: `moe_param_count` (section 1: Mixtral's exact totals),
-# `moe_flops_per_token` (section 2) and `all_to_all_send_counts` (section 5: the row of the send
-# matrix that one rank computes). Grade them with
+# `moe_flops_per_token` (section 2), `all_to_all_send_counts` (section 5: the row of the send
+# matrix that one rank computes) and `batch_window_schedule` (section 8: which tokens share a
+# batch, and when it leaves). Grade them with
 #
 # ```
 # python -m minimoe.grade ex09
