@@ -66,9 +66,9 @@ class TrainConfig:
     batch_size: int = 16          # sequences per step (each `context` characters long)
     lr: float = 3e-3              # peak learning rate
     min_lr_ratio: float = 0.1     # the cosine ends at min_lr_ratio * lr
-    warmup_steps: int = 50        # linear warm-up from 0
+    warmup_steps: int = 50        # linear warm-up from 0 (0: none, the peak rate from the first step)
     weight_decay: float = 0.01    # AdamW's decoupled decay
-    grad_clip: float = 1.0        # max global gradient norm
+    grad_clip: float | None = 1.0  # max global gradient norm (None: no clipping, the norm still logged)
     eval_every: int = 100         # steps between validation passes (and one at step 0)
     eval_batches: int = 8         # fixed validation batches per pass
     log_every: int = 1            # steps between metric lines
@@ -87,7 +87,8 @@ class TrainConfig:
         real_number(self, "lr", low=0, low_open=True)
         real_number(self, "min_lr_ratio", low=0, high=1)
         real_number(self, "weight_decay", low=0)
-        real_number(self, "grad_clip", low=0, low_open=True)
+        if self.grad_clip is not None:
+            real_number(self, "grad_clip", low=0, low_open=True)
         real_number(self, "temperature", low=0)  # 0: always the likeliest character
         if not isinstance(self.sample_prompt, str) or not self.sample_prompt:
             raise ValueError(f"TrainConfig.sample_prompt must be a non-empty str, got {self.sample_prompt!r}")
@@ -505,10 +506,12 @@ def _divergence_message(run: Run, step: int, logits, values: str) -> str:
                                if p.grad is not None and not _is_finite(p.grad)),
                               "an activation" if logits is None else "the auxiliary loss")
     tc = run.train_config
+    clipping = ("clipping (grad_clip is None: off)" if tc.grad_clip is None
+                else f"a smaller grad_clip ({tc.grad_clip:g})")
     return (f"training diverged at step {step} ({values}); first non-finite value: {culprit}. "
             f"The step was not applied and no checkpoint holds it. Try a lower learning rate (lr is "
-            f"{tc.lr:g}), a longer warm-up (warmup_steps is {tc.warmup_steps}) or a smaller grad_clip "
-            f"({tc.grad_clip:g}), then start the run again with --force")
+            f"{tc.lr:g}), a longer warm-up (warmup_steps is {tc.warmup_steps}) or {clipping}, "
+            "then start the run again with --force")
 
 
 def _save(run: Run) -> None:

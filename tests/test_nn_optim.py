@@ -202,6 +202,20 @@ def test_clip_grad_norm_returns_the_norm_and_scales_to_max_norm(backend_name):
     np.testing.assert_allclose(host(p.grad), [1.5, 2.0], rtol=1e-6)
 
 
+def test_clip_grad_norm_measures_only_with_none_and_leaves_non_finite_gradients_alone(backend_name):
+    p, q = two_element_parameter([3.0, 4.0]), two_element_parameter([12.0, 0.0])
+    assert optim.clip_grad_norm([p, q], max_norm=None) == pytest.approx(13.0)  # measured, not clipped
+    np.testing.assert_array_equal(host(p.grad), [3.0, 4.0])
+    assert optim.clip_grad_norm([p, q], max_norm=13.0) == pytest.approx(13.0)  # at max_norm: unchanged
+    np.testing.assert_array_equal(host(q.grad), [12.0, 0.0])
+    q.grad = q.grad + np.inf  # the norm is not finite: it is returned, and nothing is rescaled
+    assert not math.isfinite(optim.clip_grad_norm([p, q], max_norm=1.0))
+    np.testing.assert_array_equal(host(p.grad), [3.0, 4.0])
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="max_norm must be positive"):
+            optim.clip_grad_norm([p], max_norm=bad)
+
+
 def test_warmup_cosine_schedule():
     def lr(step):
         return optim.warmup_cosine(step, base_lr=1.0, warmup_steps=10, total_steps=110,
@@ -212,6 +226,12 @@ def test_warmup_cosine_schedule():
     assert lr(9) == pytest.approx(1.0) and lr(10) == pytest.approx(1.0)  # the end of warm-up
     assert lr(60) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way down the cosine
     assert lr(110) == pytest.approx(0.1) and lr(500) == pytest.approx(0.1)  # the end, and after it
+
+
+def test_warmup_cosine_without_warm_up_starts_at_the_peak():
+    assert optim.warmup_cosine(0, base_lr=2.0, warmup_steps=0, total_steps=100, min_lr_ratio=0.1) == 2.0
+    assert optim.warmup_cosine(50, base_lr=2.0, warmup_steps=0, total_steps=100, min_lr_ratio=0.1) == \
+        pytest.approx(2.0 * (0.1 + 0.9 * 0.5))
 
 
 @pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),

@@ -215,3 +215,16 @@ def test_train_in_memory_runs_the_steps_and_calls_the_hooks():
     assert seen == ["setup", 1, 2, 3]
     assert [r["step"] for r in run.records][-3:] == [1, 2, 3]
     assert run.seconds > 0
+
+
+def test_clipping_and_warm_up_can_be_switched_off():
+    from minimoe.train import PRESETS, TrainConfig, train_in_memory
+
+    model_config, train_config = PRESETS["ci"]
+    short = dataclasses.replace(train_config, steps=4, warmup_steps=0, eval_every=4)
+    runs = {clip: train_in_memory(model_config, dataclasses.replace(short, grad_clip=clip)) for clip in (None, 1e-3)}
+    unclipped, clipped = ([r for r in runs[clip].records if "train_loss" in r] for clip in (None, 1e-3))
+    assert unclipped[0]["lr"] == short.lr  # no warm-up: the peak rate at the first step
+    assert unclipped[0]["grad_norm"] == clipped[0]["grad_norm"] > 1e-3  # the same first step, the norm logged
+    assert unclipped[-1]["train_loss"] != clipped[-1]["train_loss"]  # clipping at 1e-3 changed the updates
+    assert TrainConfig.from_dict({**short.to_dict(), "grad_clip": None}).grad_clip is None  # JSON null
