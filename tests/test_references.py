@@ -27,7 +27,8 @@ FILE_NAME = re.compile(
 # Files a run writes (a training run, the bench, the grader), named in docs and messages, never committed.
 RUN_OUTPUTS = {"config.json", "checkpoint.npz", "metrics.jsonl", "sample.txt", "loss.png", "expert_load.png",
                "dropped.png", "args.json", "score.json", "bench-results.json", "scoreboard.csv", "scoreboard.json",
-               "routing.png", "load.csv"}
+               "routing.png", "load.csv",
+               "tokenizer.json", "model.safetensors", "model.safetensors.index.json"}  # ... and a checkpoint folder holds
 # Placeholders in documented commands: a name pattern, papermill's input and output, a text of your own.
 PLACEHOLDERS = {"lessons/src/NN_name.py", "in.ipynb", "out.ipynb", "notes.txt"}
 # A name the file itself builds as a path (`folder / "name"`): a scratch or output file.
