@@ -60,8 +60,11 @@ class _Tokens:
 
 
 def load(model_dir) -> tuple[object, _Tokens]:
-    """The model of a minimoe run folder or of a Hugging Face directory, and its tokenizer."""
+    """The model of a minimoe run folder or of a Hugging Face directory (or hub id), and its tokenizer."""
     path = Path(model_dir)
+    if not path.exists():
+        from .hub.download import local_folder
+        path = local_folder(model_dir)  # a hub id, downloaded (or an error that says how)
     if (path / "checkpoint.npz").is_file():
         from .sample import load_model
         return load_model(path), _Tokens()

@@ -393,3 +393,37 @@ def test_weights_go_to_the_current_backend(saved, backend_name):
     reference = load_pretrained(saved)(input_ids()).numpy()
     mm.use(backend_name)
     np.testing.assert_array_equal(model(input_ids()).numpy(), reference)
+
+
+def test_a_hub_id_is_downloaded_through_huggingface_hub(tmp_path, monkeypatch):
+    import sys
+    import types
+    mm.manual_seed(0)
+    config = ModelConfig(vocab_size=VOCAB, d_model=16, n_layers=1, n_heads=2, context=16, n_experts=4, top_k=2,
+                         expert_hidden=8, norm="rms", positions="rotary", activation="swiglu", ffn_bias=False,
+                         balance_loss=None)
+    model = Transformer(config)
+    save_pretrained(model, tmp_path / "cache" / "snapshot")
+    asked = []
+
+    def snapshot_download(repo_id, allow_patterns):
+        asked.append((repo_id, allow_patterns))
+        return str(tmp_path / "cache" / "snapshot")
+
+    monkeypatch.chdir(tmp_path)  # "owner/tiny-moe" is no folder here
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(snapshot_download=snapshot_download))
+    loaded = load_pretrained("owner/tiny-moe")
+    assert asked == [("owner/tiny-moe", ["*.json", "*.safetensors"])]
+    for (name, p), (_, q) in zip(model.named_parameters(), loaded.named_parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+    def offline(repo_id, allow_patterns):
+        raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(snapshot_download=offline))
+    with pytest.raises(FileNotFoundError, match="is not a folder here, and downloading .* failed .*no network"):
+        load_pretrained("runs/typo")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    with pytest.raises(FileNotFoundError, match="pip install huggingface_hub"):
+        load_pretrained("owner/tiny-moe")
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        load_pretrained(tmp_path / "no" / "such" / "folder")

@@ -5,6 +5,7 @@ reads its tokenizer.json with the `tokenizers` library. One file per architectur
 name map."""
 from pathlib import Path
 
+from .download import local_folder
 from .files import CheckpointFormatError
 from .hf_config import UnsupportedCheckpoint
 from .load import ARCHITECTURES, load_pretrained, read_config
@@ -15,8 +16,9 @@ __all__ = ["ARCHITECTURES", "CheckpointFormatError", "UnsupportedCheckpoint", "a
 
 
 def load_tokenizer(path):
-    """The `tokenizers.Tokenizer` of the checkpoint in `path`, or None where it has no tokenizer.json."""
-    file = Path(path) / "tokenizer.json"
+    """The `tokenizers.Tokenizer` of the checkpoint in `path` (a folder or a hub id), or None where it
+    has no tokenizer.json."""
+    file = local_folder(path) / "tokenizer.json"
     if not file.is_file():
         return None
     from tokenizers import Tokenizer

@@ -19,6 +19,7 @@ from .. import backend
 from ..models import Transformer
 from ..nn import Parameter
 from . import deepseek_v3, mixtral, olmoe, qwen2_moe
+from .download import local_folder
 from .files import FLOAT_DTYPES, CheckpointFormatError, safe_open, tensor_table
 from .hf_config import UnsupportedCheckpoint, checkpoint_dtype
 
@@ -51,8 +52,9 @@ def read_config(folder) -> tuple[object, dict]:
 def load_pretrained(path, dtype=None) -> Transformer:
     """The Mixtral, OLMoE, Qwen2-MoE or DeepSeek-V3 checkpoint in directory `path` as a minimoe
     `Transformer` in eval mode, its weights in `dtype` (float32 or float64; None: the checkpoint's
-    own dtype if it is one of those, else float32 -- the engine does not compute in 16 bits)."""
-    folder = Path(path)
+    own dtype if it is one of those, else float32 -- the engine does not compute in 16 bits).
+    `path` may be a hub id (`owner/name`) where huggingface_hub is installed: it is downloaded."""
+    folder = local_folder(path)
     arch, hf = read_config(folder)
     dtype = _engine_dtype(dtype, checkpoint_dtype(hf))
     config = arch.config_from_hf(hf)
