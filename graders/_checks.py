@@ -29,6 +29,7 @@ LESSONS = {
     "ex07": "lessons/07_deepseek.ipynb",
     "ex08": "lessons/08_specialisation.ipynb",
     "ex09": "lessons/09_scale_and_systems.ipynb",
+    "ex10": "lessons/10_scaling_upcycling.ipynb",
 }
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
