@@ -71,3 +71,47 @@ def update_expert_bias(bias, load, rate):
     Hint: np.sign(load.mean() - load).
     """
     raise NotImplementedError('ex07: np.sign(load.mean() - load).')
+
+
+def sequence_balance_loss(scores, topk_idx, n_experts, k, alpha):
+    """DeepSeek-V3's complementary sequence-wise balance loss (arXiv 2412.19437, eqs. 17-20).
+
+    scores: ndarray (B, T, E), the affinities s_{i,t} > 0 of B sequences of T tokens (sigmoids in
+    V3, not normalised). topk_idx: int ndarray (B, T, k), each token's k experts of largest s (eq. 18
+    counts the top-k of the *unbiased* s, whatever the bias chose). n_experts: E; k: 1 <= k <= E;
+    alpha: the balance factor (0.0001 in V3, section 4.2).
+    Within each sequence: f_i = E / (k T) * (the number of its tokens whose top-k holds expert i),
+    s'_{i,t} = s_{i,t} / sum_j s_{j,t}, P_i = (1/T) sum_t s'_{i,t}, and L = alpha * sum_i f_i P_i.
+    Returns the mean of L over the B sequences, a float (alpha exactly when every sequence is
+    balanced and every s'_t uniform).
+    ValueError when scores is not (B, T, E) with E = n_experts, k is not in 1..E, topk_idx is not
+    (B, T, k), or an index lies outside 0..E-1.
+
+    Hint: counts per sequence (B, E) = (topk_idx[..., None] == np.arange(E)).sum(axis=(1, 2)).
+    """
+    raise NotImplementedError(
+        'ex07: counts per sequence (B, E) = (topk_idx[..., None] == np.arange(E)).sum(axis=(1, '
+        '2)).')
+
+
+def group_limited_topk(scores, n_groups, topk_groups, k):
+    """DeepSeek-V3's group-limited (node-limited) routing (arXiv 2412.19437, section 2.1.2).
+
+    scores: finite ndarray (T, E), the scores the choice is made on (s + b in V3). The E experts form
+    n_groups groups of E / n_groups consecutive experts (group g holds experts g*E/n_groups onward,
+    the experts of one node). A group's score is the sum of its two largest scores (the released
+    V3 code's rule; a group of one expert scores that expert). Each token keeps its topk_groups
+    best groups (equal group scores: the lower group index first) and takes the k largest scores
+    among their experts; the other groups' experts are never chosen, whatever their scores.
+    Returns int ndarray (T, k), the chosen experts in decreasing score order (equal scores: the
+    lower expert index first). topk_groups = n_groups is plain top-k.
+    ValueError when n_groups does not divide E, topk_groups is not in 1..n_groups, or k is not in
+    1..topk_groups * E / n_groups.
+
+    Hint: reshape to (T, G, E/G); np.sort(...)[..., -2:].sum(-1); stable argsort of the negated
+    group scores; -np.inf for the experts of the other groups; stable argsort of the negated scores.
+    """
+    raise NotImplementedError(
+        'ex07: reshape to (T, G, E/G); np.sort(...)[..., -2:].sum(-1); stable argsort of the '
+        'negated group scores; -np.inf for the experts of the other groups; stable argsort of the '
+        'negated scores.')

@@ -79,3 +79,70 @@ def update_expert_bias(bias, load, rate):
     Hint: np.sign(load.mean() - load).
     """
     return bias + rate * np.sign(load.mean() - load)
+
+
+def sequence_balance_loss(scores, topk_idx, n_experts, k, alpha):
+    """DeepSeek-V3's complementary sequence-wise balance loss (arXiv 2412.19437, eqs. 17-20).
+
+    scores: ndarray (B, T, E), the affinities s_{i,t} > 0 of B sequences of T tokens (sigmoids in
+    V3, not normalised). topk_idx: int ndarray (B, T, k), each token's k experts of largest s (eq. 18
+    counts the top-k of the *unbiased* s, whatever the bias chose). n_experts: E; k: 1 <= k <= E;
+    alpha: the balance factor (0.0001 in V3, section 4.2).
+    Within each sequence: f_i = E / (k T) * (the number of its tokens whose top-k holds expert i),
+    s'_{i,t} = s_{i,t} / sum_j s_{j,t}, P_i = (1/T) sum_t s'_{i,t}, and L = alpha * sum_i f_i P_i.
+    Returns the mean of L over the B sequences, a float (alpha exactly when every sequence is
+    balanced and every s'_t uniform).
+    ValueError when scores is not (B, T, E) with E = n_experts, k is not in 1..E, topk_idx is not
+    (B, T, k), or an index lies outside 0..E-1.
+
+    Hint: counts per sequence (B, E) = (topk_idx[..., None] == np.arange(E)).sum(axis=(1, 2)).
+    """
+    scores, topk_idx = np.asarray(scores, dtype=float), np.asarray(topk_idx)
+    if scores.ndim != 3 or scores.shape[-1] != n_experts:
+        raise ValueError(f"scores must have shape (B, T, n_experts={n_experts}), got {scores.shape}")
+    n_seq, length, _ = scores.shape
+    if not 1 <= k <= n_experts:
+        raise ValueError(f"k must be between 1 and n_experts={n_experts}, got {k}")
+    if topk_idx.shape != (n_seq, length, k):
+        raise ValueError(f"topk_idx must have shape (B, T, k) = {(n_seq, length, k)}, got {topk_idx.shape}")
+    if topk_idx.size and (topk_idx.min() < 0 or topk_idx.max() >= n_experts):
+        raise ValueError(f"expert indices must lie in 0..{n_experts - 1}, got {topk_idx.min()}..{topk_idx.max()}")
+    counts = (topk_idx[..., None] == np.arange(n_experts)).sum(axis=(1, 2))  # (B, E) choices per expert
+    f = counts * (n_experts / (k * length))  # (B, E), 1 for every expert when balanced
+    p = (scores / scores.sum(axis=-1, keepdims=True)).mean(axis=1)  # (B, E) mean normalised affinity s'
+    return float(alpha * (f * p).sum(axis=1).mean())
+
+
+def group_limited_topk(scores, n_groups, topk_groups, k):
+    """DeepSeek-V3's group-limited (node-limited) routing (arXiv 2412.19437, section 2.1.2).
+
+    scores: finite ndarray (T, E), the scores the choice is made on (s + b in V3). The E experts form
+    n_groups groups of E / n_groups consecutive experts (group g holds experts g*E/n_groups onward,
+    the experts of one node). A group's score is the sum of its two largest scores (the released
+    V3 code's rule; a group of one expert scores that expert). Each token keeps its topk_groups
+    best groups (equal group scores: the lower group index first) and takes the k largest scores
+    among their experts; the other groups' experts are never chosen, whatever their scores.
+    Returns int ndarray (T, k), the chosen experts in decreasing score order (equal scores: the
+    lower expert index first). topk_groups = n_groups is plain top-k.
+    ValueError when n_groups does not divide E, topk_groups is not in 1..n_groups, or k is not in
+    1..topk_groups * E / n_groups.
+
+    Hint: reshape to (T, G, E/G); np.sort(...)[..., -2:].sum(-1); stable argsort of the negated
+    group scores; -np.inf for the experts of the other groups; stable argsort of the negated scores.
+    """
+    scores = np.asarray(scores, dtype=float)
+    n_tokens, n_experts = scores.shape
+    if n_groups < 1 or n_experts % n_groups:
+        raise ValueError(f"n_groups={n_groups} must divide the {n_experts} experts into equal groups")
+    size = n_experts // n_groups
+    if not 1 <= topk_groups <= n_groups:
+        raise ValueError(f"topk_groups must be between 1 and n_groups={n_groups}, got {topk_groups}")
+    if not 1 <= k <= topk_groups * size:
+        raise ValueError(f"k={k} must be between 1 and the {topk_groups * size} experts of the "
+                         f"{topk_groups} groups a token may use")
+    group_score = np.sort(scores.reshape(n_tokens, n_groups, size), axis=-1)[..., -2:].sum(axis=-1)  # (T, G)
+    best_groups = np.argsort(-group_score, axis=-1, kind="stable")[:, :topk_groups]  # (T, topk_groups)
+    allowed = np.zeros((n_tokens, n_groups), dtype=bool)
+    np.put_along_axis(allowed, best_groups, True, axis=1)
+    masked = np.where(np.repeat(allowed, size, axis=1), scores, -np.inf)  # (T, E) other groups out
+    return np.argsort(-masked, axis=-1, kind="stable")[:, :k]

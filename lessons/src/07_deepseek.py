@@ -8,7 +8,9 @@
 # knowledge is not copied into every routed expert. **A sigmoid gate** (DeepSeek-V3, 2024): each
 # expert's affinity is scored on its own, not in competition through a softmax. And
 # **auxiliary-loss-free balancing**: a per-expert bias, moved by a simple rule after every step,
-# that evens the load without adding a loss whose gradient pulls against the task.
+# that evens the load without adding a loss whose gradient pulls against the task. V3 adds two
+# things around them: a tiny **sequence-wise balance loss**, against imbalance inside one
+# sequence, and **group-limited routing**, which caps how many nodes a token's copies travel to.
 #
 # **After this lesson you can**
 # - segment experts into finer ones and check that parameters and FLOPs stay the same, with
@@ -19,7 +21,11 @@
 # - write DeepSeek-V3's gate — sigmoid affinities, a bias that only steers the choice, gates
 #   normalised over the chosen experts — and its bias update;
 # - compare the bias update with loss-based balancing on load balance and validation loss, and
-#   read the bias trajectories.
+#   read the bias trajectories;
+# - write V3's sequence-wise balance loss and measure the balance within each sequence with and
+#   without it, on top of the bias;
+# - limit routing to a few groups of experts, as V3 limits it to a few nodes, and measure what it
+#   costs in validation loss and how many groups a token's copies then reach.
 #
 # **Papers.**
 # - Dai, Deng, Zhao, Xu, Gao, Chen, Li, Zeng, Yu, Wu, Xie, Li, Huang, Luo, Ruan, Sui & Liang
@@ -28,12 +34,13 @@
 #   §3.3 (expert-level balance loss, eqs. 12–14).
 # - DeepSeek-AI (Liu et al.) (2024), *DeepSeek-V3 technical report*, arXiv 2412.19437: §2.1.2
 #   (the gate, eqs. 12–16; auxiliary-loss-free balancing; the complementary sequence-wise loss,
-#   eqs. 17–20) and §4.2 (bias update speed $\gamma = 0.001$).
+#   eqs. 17–20; node-limited routing), §3.2.2 (why tokens are limited to a few nodes) and §4.2
+#   (bias update speed $\gamma = 0.001$, balance factor $\alpha = 0.0001$, at most 4 nodes per token).
 # - Wang, Gao, Zhao, Sun & Dai (2024), *Auxiliary-loss-free load balancing strategy for
 #   mixture-of-experts*, arXiv 2408.15664: the bias update, studied on its own.
 #
-# **Library files used.** `minimoe/moe/routers/deepseek.py` (the gate and `update_bias`),
-# `minimoe/moe/losses.py` (`aux_free_bias_update`), `minimoe/moe/layer.py` (shared experts),
+# **Library files used.** `minimoe/moe/routers/deepseek.py` (the gate, group-limited routing and
+# `update_bias`), `minimoe/moe/losses.py` (`aux_free_bias_update`, `deepseek_sequence_loss`), `minimoe/moe/layer.py` (shared experts),
 # `minimoe/calculator.py` (`count_parameters`), `minimoe/models/transformer.py`
 # (`model_summary`, `update_router_biases`), `minimoe/train.py` (`train_in_memory`).
 #
@@ -46,7 +53,7 @@ import os
 FAST = os.environ.get("MINIMOE_FAST") == "1"  # CI runs every lesson with MINIMOE_FAST=1: fewer steps, same code
 SEEDS = (0, 1, 2)  # every layout and every balancing method is trained from these seeds
 LAYOUT_STEPS = 20 if FAST else 400  # steps of each coarse / fine / fine + shared run
-BALANCE_STEPS = 20 if FAST else 400  # steps of each balancing run
+BALANCE_STEPS = 20 if FAST else 400  # steps of each run of sections 5-7 (5's bias runs are 6's and 7's baseline)
 
 # %%
 # The tiny model's matrices are far too small for BLAS threads to pay off, and on a busy machine
@@ -62,7 +69,7 @@ import numpy as np
 import minimoe as mm
 from minimoe.calculator import count_parameters
 from minimoe.models import ModelConfig, Transformer, model_summary
-from minimoe.moe import Experts, MoE, MoEConfig
+from minimoe.moe import Experts, MoE, MoEConfig, losses
 from minimoe.moe.routers import DeepSeekV3Router
 from minimoe.seeds import table, verdict
 from minimoe.train import TrainConfig, train_in_memory
@@ -272,9 +279,8 @@ print(verdict(layout_val[SHARED], layout_val[FINE], "fine + shared", "fine"))
 # paper's literal form is the option `DeepSeekV3Router(..., normalize_top1=True)`. For $k > 1$ the
 # two are the same. The cell after the next one shows both at $k = 1$.
 #
-# (V3 also limits each token to experts on at most 4 of 8 groups of devices — *group-limited
-# routing*, minimoe's `n_groups` and `topk_groups` — a systems constraint we leave aside here.)
-# The library's router, on four tokens, first with zero bias and then with expert 0's bias raised:
+# (V3 also limits each token to experts on at most 4 of its 8 nodes — *group-limited routing*,
+# section 7.) The library's router, on four tokens, first with zero bias and then with expert 0's bias raised:
 
 # %%
 mm.manual_seed(0)
@@ -320,7 +326,7 @@ for normalize_top1 in (False, True):
 # An overloaded expert's bias falls by $\gamma$, an underloaded one's rises; by the previous
 # section the bias moves the choice only, so the task gradient is untouched. (V3 keeps a
 # complementary sequence-wise loss with a tiny $\alpha = 10^{-4}$, against extreme imbalance within
-# one sequence; we leave it out, to see the bias alone.) In minimoe the trainer calls
+# one sequence; we leave it out here, to see the bias alone, and add it in section 6.) In minimoe the trainer calls
 # `model.update_router_biases()` after each optimiser step, and each DeepSeek router applies the
 # rule with its layer's `bias_update_rate`.
 #
@@ -462,6 +468,282 @@ for name in ("bias, gamma = 0.001", "bias, gamma = 0.01"):
 # load is corrected and how much the routing is shaken once it is balanced. V3 sets $\gamma = 0$
 # for its last 500B training tokens (§4.2), freezing the biases.
 #
+# ## 6. The complementary sequence-wise loss
+#
+# The bias of section 5 evens the load of each step's *batch*. It cannot see how the load falls
+# inside one sequence: a batch can be even while each of its sequences sends most of its tokens
+# to a few experts, different ones for different sequences. Against that, V3 keeps a small
+# **sequence-wise balance loss** beside the bias (§2.1.2, eqs. 17–20). For one sequence of $T$
+# tokens, with $N_r$ routed experts and $K_r$ of them per token:
+#
+# $$\mathcal L_{\mathrm{Bal}} = \alpha \sum_{i=1}^{N_r} f_i P_i,\qquad
+# f_i = \frac{N_r}{K_r T} \sum_{t=1}^{T} \mathbb 1\big(s_{i,t} \in \mathrm{TopK}(\{s_{j,t}\}_{j=1}^{N_r}, K_r)\big),\qquad
+# s'_{i,t} = \frac{s_{i,t}}{\sum_{j=1}^{N_r} s_{j,t}},\qquad
+# P_i = \frac1T \sum_{t=1}^{T} s'_{i,t} .$$
+#
+# - $f_i$ counts the top $K_r$ of the **unbiased** affinities $s$ (eq. 18), not the experts the bias
+#   steered the token to. minimoe's layer does the same: it takes its own top-$k$ of $s$ for the
+#   loss (`MoE._losses`), whatever the router chose.
+# - $P_i$ averages the affinities **normalised over all $N_r$ experts** (eq. 19), since sigmoid
+#   scores do not sum to one; the V3 router returns these $s'$ as `routing.probs`.
+# - The factor $N_r / (K_r T)$ makes every $f_i = 1$ when the sequence's $K_r T$ choices are spread
+#   evenly, so the loss is exactly $\alpha$ under uniform routing — the normalisation of
+#   DeepSeekMoE's expert-level loss (formula sheet §9), now per sequence.
+# - The paper calls $\alpha$ "extremely small" and sets $\alpha = 0.0001$ (§4.2).
+#
+# The paper writes the loss for one sequence; minimoe's `losses.deepseek_sequence_loss` computes it
+# for each sequence of the batch and averages, as the `seq_aux` option of DeepSeek's released
+# modelling code does (`balance_loss="deepseek_sequence"`, with `balance_coef` as $\alpha$; the
+# library returns the loss without $\alpha$). Two sequences of two tokens, each sending both its
+# tokens to one expert — the batch is perfectly balanced, each sequence is not:
+
+# %%
+collapsed = mm.tensor([[[0.9, 0.1], [0.9, 0.1]], [[0.1, 0.9], [0.1, 0.9]]])  # s' (B=2, T=2, E=2)
+first_choice = np.array([[[0], [0]], [[1], [1]]])  # (B, T, k=1): sequence 0 uses expert 0, sequence 1 expert 1
+print("per sequence, averaged:", round(losses.deepseek_sequence_loss(collapsed, first_choice, 2, 1).item(), 3))
+print("the whole batch as one sequence:",
+      round(losses.deepseek_sequence_loss(collapsed.reshape(1, 4, 2), first_choice.reshape(1, 4, 1), 2, 1).item(), 3))
+
+# %% [markdown]
+# The experiment: the V3-like model of section 5 balanced by the bias at the paper's rate
+# $\gamma = 0.001$ (section 5's runs, reused), and the same with the sequence-wise loss added at the
+# paper's $\alpha = 10^{-4}$ and at 100 and 1,000 times that, three seeds each. A fourth run,
+# $\alpha = 10^{-6}$, is a control: a term far too small to steer the routing, which still changes
+# every floating-point step, and so each run's path from its seed. After training we
+# route the 8 fixed validation batches — 128 sequences of 32 characters, 16 to a batch — and count
+# each expert's choices. Two gauges of balance, each averaged over the two MoE layers:
+#
+# - **within a sequence**: the busiest expert's count in a sequence over the mean count,
+#   $K_r T / N_r = 4 \cdot 32 / 16 = 8$, averaged over the 128 sequences;
+# - **over a batch**: the same over each batch of 16 sequences (what the bias sees at a training
+#   step), averaged over the 8 batches.
+#
+# With only 128 choices in a sequence, chance alone leaves them uneven: the cell also routes every
+# token to 4 experts drawn at random and measures the same two gauges: what a router with no
+# preferences at all would show at these sizes.
+
+# %%
+SEQUENCE_LOSS = {f"bias + alpha {alpha:g}": dataclasses.replace(
+    V3_LIKE, balance_loss="deepseek_sequence", balance_coef=alpha, bias_update_rate=0.001)
+    for alpha in (1e-6, 1e-4, 1e-2, 1e-1)}  # 1e-6: the control
+BIAS_ONLY = "bias, gamma = 0.001"
+sequence_runs = {(BIAS_ONLY, seed): balance_runs[BIAS_ONLY, seed] for seed in SEEDS}  # section 5's
+for seed in SEEDS:
+    for name, config in SEQUENCE_LOSS.items():
+        sequence_runs[name, seed] = train_in_memory(config, train_config(BALANCE_STEPS, seed))
+    print(f"seed {seed}: four runs of {BALANCE_STEPS} steps, the last in {sequence_runs[name, seed].seconds:.1f} s")
+
+
+def validation_choices(run):
+    """(layers, sequences, T, k): the experts the trained model chooses for the fixed validation
+    batches (each layer's report holds its last forward's choices)."""
+    run.model.eval()
+    chosen = []
+    with mm.no_grad():
+        for x, _, _ in run.val_batches:
+            run.model(x)
+            chosen.append(np.stack([report.expert_index for report in run.model.routing_reports()]))
+    run.model.train()
+    return np.concatenate(chosen, axis=1)
+
+
+def busiest_over_mean(chosen, n_experts, batch_size):
+    """(within a sequence, over a batch): the busiest expert's count over the mean count, averaged
+    over sequences (or batches of `batch_size` sequences) and the leading axis (layers)."""
+    layers, n_seq, length, k = chosen.shape
+    counts = (chosen[..., None] == np.arange(n_experts)).sum(axis=(2, 3))  # (L, S, E) choices per expert
+    within = counts.max(axis=-1) / (length * k / n_experts)  # (L, S)
+    per_batch = counts.reshape(layers, n_seq // batch_size, batch_size, n_experts).sum(axis=2)  # (L, S/B, E)
+    return within.mean(), (per_batch.max(axis=-1) / per_batch.mean(axis=-1)).mean()
+
+
+def random_choices(shape, n_experts, k, seed=0):
+    """shape + (k,): k distinct experts drawn uniformly at random for every token."""
+    return np.argsort(np.random.default_rng(seed).random(shape + (n_experts,)), axis=-1)[..., :k]
+
+
+E_V3, K_V3, BATCH = V3_LIKE.n_experts, V3_LIKE.top_k, train_config(1).batch_size
+choices = {key: validation_choices(run) for key, run in sequence_runs.items()}  # (L, S, T, k) each
+sizes = choices[BIAS_ONLY, SEEDS[0]].shape
+by_chance = busiest_over_mean(random_choices((20,) + sizes[1:3], E_V3, K_V3), E_V3, BATCH)  # 20 draws of the whole set
+print(f"random routing: busiest / mean {by_chance[0]:.2f} within a sequence, {by_chance[1]:.2f} over a batch\n")
+
+METHODS = [BIAS_ONLY, *SEQUENCE_LOSS]
+within_sequence = {name: [busiest_over_mean(choices[name, seed], E_V3, BATCH)[0] for seed in SEEDS] for name in METHODS}
+over_batch = {name: [busiest_over_mean(choices[name, seed], E_V3, BATCH)[1] for seed in SEEDS] for name in METHODS}
+sequence_val = {name: [sequence_runs[name, seed].records[-1]["val_loss"] for seed in SEEDS] for name in METHODS}
+weighted_loss = {name: [np.mean([r["aux_loss"] for r in sequence_runs[name, seed].records[1:]]) for seed in SEEDS]
+                 for name in METHODS}
+print(table(within_sequence, "busiest/mean in a sequence"))
+print("\n" + table(over_batch, "busiest/mean over a batch"))
+print("\n" + table(sequence_val, "validation loss"))
+print("\n" + table(weighted_loss, "alpha x loss, mean of run"))
+for name in SEQUENCE_LOSS:
+    print(f"\n{name} vs {BIAS_ONLY}:"
+          f"\n  within a sequence: {verdict(within_sequence[name], within_sequence[BIAS_ONLY], name, 'bias')}"
+          f"\n  over a batch:      {verdict(over_batch[name], over_batch[BIAS_ONLY], name, 'bias')}"
+          f"\n  validation:        {verdict(sequence_val[name], sequence_val[BIAS_ONLY], name, 'bias')}")
+CONTROL, PAPER, HUNDRED, THOUSAND = SEQUENCE_LOSS
+print(f"\nvalidation, {PAPER} vs the control: {verdict(sequence_val[PAPER], sequence_val[CONTROL], PAPER, CONTROL)}")
+print(f"within a sequence, {THOUSAND} vs {HUNDRED}: "
+      f"{verdict(within_sequence[THOUSAND], within_sequence[HUNDRED], THOUSAND, HUNDRED)}")
+
+# %% [markdown]
+# Read the tables from the top. Chance alone leaves short sequences uneven: routed at random, a
+# sequence of 32 characters gives its busiest expert 1.58 times its share, and a batch of 16
+# sequences 1.14 times. The bias alone (section 5's runs) brings the busiest expert of a batch to
+# 1.47 times its share, but within a sequence it takes 2.45 times — far above chance: the router
+# gives different sequences different favourite experts, and the bias, which sees only the batch,
+# does not correct that.
+#
+# At the paper's $\alpha = 10^{-4}$ the loss makes no clear difference to either gauge in 400
+# steps; its weighted value averages $2.8 \times 10^{-4}$ nats, beside a language-modelling loss
+# of about 2.2. The paper sets it this small on purpose: the bias does the balancing, and the loss
+# is there only against *extreme* imbalance in a single sequence, over trillions of tokens and
+# sequences of thousands — another regime from ours. At 100 and 1,000 times the paper's $\alpha$
+# the loss does its job: within a sequence the busiest expert drops to 1.96 and 1.84 times its
+# share, over a batch to 1.27, each a clear difference from the bias alone ($10^{-1}$ is also
+# clearly more even within a sequence than $10^{-2}$).
+#
+# Validation loss shows no clear difference at $10^{-2}$ or $10^{-1}$. At $10^{-4}$ the rule calls
+# it better than the bias alone (2.227 against 2.269) — but the control $\alpha = 10^{-6}$, a term
+# of $3 \times 10^{-6}$ nats that steers nothing measurable, lands between the two (2.248), and
+# $10^{-4}$ against the control is no clear difference. Any change to the computation moves each
+# run onto another path from its seed, and the bias-only runs sit high (section 5 found them
+# clearly behind the balancing loss and the fast bias), so we do not count that gap as an effect
+# of the loss. What the section shows is the mechanism: the sequence-wise loss evens the load inside
+# each sequence, which the bias cannot see, with no clear cost in validation loss here — and at
+# the paper's $\alpha$, at this scale, it changes nothing we can measure.
+#
+# ## 7. Group-limited routing
+#
+# In V3 each layer's 256 routed experts are spread over 64 GPUs in 8 nodes (§4.2). A token sent to
+# experts on many nodes costs an InfiniBand transfer per node, and InfiniBand is about 3.2 times
+# slower than the NVLink inside a node (§3.2.2). So V3 sends each token to at most $M = 4$ nodes:
+# the nodes are ranked by the sum of the highest $K_r / M$ affinities of their experts, and the
+# token's $K_r$ experts are the top $K_r$ among the experts of its $M$ best nodes (§2.1.2). With
+# $K_r = 8$ and $M = 4$ that is the sum of each node's **best two** scores, and two is what
+# DeepSeek's released inference code writes (its config calls the nodes groups: `n_group` 8,
+# `topk_group` 4), on the biased scores $s + b$ that make the choice. minimoe follows the code:
+# `n_groups` groups of consecutive experts, each scored by its best two $s + b$, of which a token
+# may use `topk_groups` (`DeepSeekV3Router`, and the same fields of `ModelConfig`). Where
+# $K_r / M \neq 2$ — one of the settings below — the library's two departs from the paper's general
+# rule.
+#
+# Why the best two and not the best one? A token needs $K_r$ experts; a node with two good ones
+# serves it better than a node with one excellent expert and nothing else. Four tokens, 8 experts
+# in 4 groups of 2, top-2 from 1 group:
+
+# %%
+mm.manual_seed(0)
+x = mm.randn(4, d) * 4.0
+plain = DeepSeekV3Router(d_model=d, n_experts=8, k=2)
+limited = DeepSeekV3Router(d_model=d, n_experts=8, k=2, n_groups=4, topk_groups=1)
+limited.weight.data = plain.weight.data.copy()  # the same affinities
+by_group = mm.functional.sigmoid(plain(x).logits).numpy().reshape(4, 4, 2)  # (T, groups, 2); zero bias: s + b = s
+group_score = np.sort(by_group, axis=-1)[..., -2:].sum(axis=-1)  # (T, groups)
+print("affinities, by group (T, 4 groups, 2):\n", by_group)
+print("group scores, the sum of each group's best two (T, 4):\n", group_score)
+print("group of each token's best expert:", by_group.max(axis=-1).argmax(axis=-1),
+      "  group with the best two:", group_score.argmax(axis=-1))
+for name, router in (("plain top-2", plain), ("top-2 of 1 group", limited)):
+    chosen = router(x).expert_index  # (T, 2)
+    print(f"{name:17}: experts {chosen.tolist()}, groups {(chosen // 2).tolist()}")
+
+# %% [markdown]
+# Tokens 1 and 3 show the rule at work: token 1's best expert (0.905) is in group 0, but group 3's
+# best two add up to more (1.48 against 1.467), so both its experts come from group 3. The limit
+# costs flexibility — the number of expert sets a token can choose from, section 1's measure. For
+# the V3-like layer (16 routed experts, top-4):
+
+# %%
+def reachable_sets(n_experts, k, n_groups, topk_groups):
+    """How many sets of k experts lie within at most `topk_groups` of the groups (inclusion-exclusion
+    over the number j of groups actually used: C(n_groups, j) ways times the sets that use all j)."""
+    size = n_experts // n_groups
+    exactly = [0] * (topk_groups + 1)
+    for j in range(1, topk_groups + 1):
+        exactly[j] = math.comb(j * size, k) - sum(math.comb(j, i) * exactly[i] for i in range(1, j))
+    return sum(math.comb(n_groups, j) * exactly[j] for j in range(1, topk_groups + 1))
+
+
+GROUPINGS = {"8 groups of 2, 2 allowed": (8, 2), "4 groups of 4, 2 allowed": (4, 2), "4 groups of 4, 1 allowed": (4, 1)}
+print(f"unrestricted: {math.comb(E_V3, K_V3):,} sets of {K_V3} experts")
+for name, (n_groups, topk_groups) in GROUPINGS.items():
+    print(f"{name}: {reachable_sets(E_V3, K_V3, n_groups, topk_groups):,}")
+
+# %% [markdown]
+# The experiment: the V3-like model (bias at $\gamma = 0.001$, no loss) with its 16 routed experts
+# in the three groupings above, three seeds each, beside the unrestricted runs of section 5.
+#
+# | setting | groups | allowed ($M$) | $K_r / M$ | the paper's node score | the library's |
+# | --- | --- | --- | --- | --- | --- |
+# | unrestricted | 1 | 1 | — | — | — |
+# | 8 groups of 2, 2 allowed | 8 | 2 | 2 | best 2 | best 2 |
+# | 4 groups of 4, 2 allowed | 4 | 2 | 2 | best 2 | best 2 |
+# | 4 groups of 4, 1 allowed | 4 | 1 | 4 | best 4 (the whole group) | best 2 |
+#
+# What it costs is the validation loss; what it buys is a bound on the groups a token's copies
+# reach — at most `topk_groups`, by construction. The unrestricted model has no such bound, and we
+# measure how many groups its tokens do reach on the same two partitions of the experts (and
+# random routing's count, for scale).
+
+# %%
+group_runs = {("unrestricted", seed): balance_runs[BIAS_ONLY, seed] for seed in SEEDS}  # section 5's
+for seed in SEEDS:
+    for name, (n_groups, topk_groups) in GROUPINGS.items():
+        config = dataclasses.replace(V3_LIKE, balance_loss=None, bias_update_rate=0.001, n_groups=n_groups,
+                                     topk_groups=topk_groups)
+        group_runs[name, seed] = train_in_memory(config, train_config(BALANCE_STEPS, seed))
+    print(f"seed {seed}: three runs of {BALANCE_STEPS} steps, the last in {group_runs[name, seed].seconds:.1f} s")
+
+
+def groups_reached(chosen, n_groups, n_experts):
+    """(...,): how many distinct groups of consecutive experts each token's choices fall in."""
+    group = chosen // (n_experts // n_groups)  # (..., k)
+    return (group[..., None] == np.arange(n_groups)).any(axis=-2).sum(axis=-1)
+
+
+group_choices = {key: validation_choices(run) for key, run in group_runs.items()}
+at_random = random_choices(sizes[1:3], E_V3, K_V3)
+print(f"{'':31} {'groups a token reaches':^27}")
+print(f"{'':31} {'8 groups of 2':^13} {'4 groups of 4':^13} {'validation':>10}")
+print(f"{'setting':26} {'seed':>4} {'mean':>7} {'max':>5} {'mean':>7} {'max':>5} {'loss':>10}")
+for name in ("unrestricted", *GROUPINGS):
+    for seed in SEEDS:
+        chosen = group_choices[name, seed]
+        of8, of4 = groups_reached(chosen, 8, E_V3), groups_reached(chosen, 4, E_V3)
+        print(f"{name:26} {seed:4} {of8.mean():7.2f} {of8.max():5} {of4.mean():7.2f} {of4.max():5} "
+              f"{group_runs[name, seed].records[-1]['val_loss']:10.3f}")
+print(f"{'random routing':26} {'':4} {groups_reached(at_random, 8, E_V3).mean():7.2f} {'':5} "
+      f"{groups_reached(at_random, 4, E_V3).mean():7.2f}")
+
+group_val = {name: [group_runs[name, seed].records[-1]["val_loss"] for seed in SEEDS] for name in ("unrestricted", *GROUPINGS)}
+print("\n" + table(group_val, "validation loss"))
+for name in GROUPINGS:
+    print(verdict(group_val[name], group_val["unrestricted"], name, "unrestricted"))
+print(verdict(group_val["4 groups of 4, 1 allowed"], group_val["4 groups of 4, 2 allowed"], "1 of 4 allowed", "2 of 4 allowed"))
+
+# %% [markdown]
+# The bound holds by construction, and the "max" columns show it: with 2 of 4 groups allowed no
+# token reaches more than 2 groups, with 1 allowed exactly one, and with 8 groups of 2 and 2
+# allowed a token takes two whole pairs. The unrestricted model has no such limit, and its tokens
+# reach 2.89–2.96 of the 4 groups and 3.54–3.74 of the 8 on average (over the seeds) — as many as
+# routing at random (2.90 and 3.59): nothing in training keeps a token's experts together. So if each group of 4 were a
+# node, the limit at V3's ratio (half the groups) would cut the nodes a token's copies travel to
+# from about 2.9 to at most 2.
+#
+# What it costs, in validation loss: at V3's ratio, 2 of 4 groups, no clear difference from
+# unrestricted routing (2.250 against 2.269); with a single group of 4 allowed (2.287), the
+# setting that leaves only 4 expert sets, no clear difference from unrestricted either, but a
+# clear one behind 2 allowed (2.287 against 2.250). 8 groups of 2 with 2 allowed comes out, by
+# the rule, clearly *better* than unrestricted (2.238 against 2.269). The unrestricted runs are
+# section 5's bias-only runs, which sit high in section 6's table as well, and section 6's control
+# showed a change that steers nothing moving the mean of three seeds by 0.02; a limit that leaves
+# 28 of the 1,820 expert sets is unlikely to help, but three seeds cannot say more. At this scale
+# a limit to half the groups costs nothing we can measure, and one that leaves a single group
+# starts to cost against one that leaves two.
+#
 # ## Check your understanding
 #
 # 1. Segment 8 experts of width 128 with $m = 4$. How many experts, of what width, and what top-$k$
@@ -477,13 +759,26 @@ for name in ("bias, gamma = 0.001", "bias, gamma = 0.01"):
 #    an expert that is always slightly overloaded?
 # 7. In a dropless layer, what does load imbalance cost, if not validation loss? What changes once
 #    the experts sit on different devices (lesson 09)?
+# 8. How can every expert get its share of a batch while each sequence in it uses only a few
+#    experts? Which of the two does the bias see, and which does the sequence-wise loss?
+# 9. What value does the sequence-wise loss take under uniform routing, and what does the factor
+#    $N_r / (K_r T)$ do? Why must $P_i$ use $s'$ rather than the sigmoid scores $s$ themselves?
+# 10. With 16 routed experts in 4 groups of 4, top-4 and one group allowed, which expert sets can a
+#    token choose? How many with two groups allowed, and how many without the limit?
+# 11. A group's score is the sum of its best two affinities. Give scores where the group with the
+#    best single expert is not the group with the best two. Why would masking the other groups by
+#    multiplying their scores by 0 go wrong once $s + b$ can be negative?
+# 12. What bound does group-limited routing put on the groups a token's copies reach, and how many
+#    did the unrestricted model's tokens reach (section 7)? Why does that count matter more than
+#    the number of experts a token uses?
 #
 # ## Exercises
 #
 # In `exercises/ex07_deepseek.py`: `segment_experts` (section 1, *Fine-grained experts*),
 # `moe_with_shared_experts` (section 2, *Shared experts*), `deepseek_v3_gate` (section 4,
-# *The DeepSeek-V3 gate*) and `update_expert_bias` (section 5, *Auxiliary-loss-free balancing*).
-# Grade them with
+# *The DeepSeek-V3 gate*), `update_expert_bias` (section 5, *Auxiliary-loss-free balancing*),
+# `sequence_balance_loss` (section 6, *The complementary sequence-wise loss*) and
+# `group_limited_topk` (section 7, *Group-limited routing*). Grade them with
 #
 # ```
 # python -m minimoe.grade ex07
