@@ -22,12 +22,14 @@ import numpy as np
 
 import minimoe as mm
 import minimoe.functional as F
-from minimoe import calculator
+from minimoe import calculator, optim, serving
+from minimoe.models import hme, jacobs
 from minimoe.moe import dispatch, losses
 from minimoe.ops.arithmetic import Mul as EngineMul
 from minimoe.ops.arithmetic import unbroadcast as engine_unbroadcast
 from solutions import (ex00_autograd, ex01_jacobs, ex02_sparse_gating, ex03_switch_gshard, ex04_transformer,
-                       ex05_stability, ex07_deepseek, ex09_scale)
+                       ex05_stability, ex07_deepseek, ex08_specialisation, ex09_scale,
+                       ex10_scaling)
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,109 @@ def hard_assignments(x, y, weights, prior, noise_var=1.0):
     return new_weights, hard.mean(axis=0), hard
 
 
+@shortcut("ex01_jacobs", "competitive_loss", "calls the library's competitive_loss")
+def library_competitive_loss(gate_logits, expert_outputs, targets):
+    return jacobs.competitive_loss(gate_logits, expert_outputs, targets)
+
+
+@shortcut("ex01_jacobs", "gate_posterior", "calls the library's posterior")
+def library_posterior(gate_logits, expert_outputs, targets):
+    as_tensor = [mm.tensor(a, dtype=np.float64) for a in (gate_logits, expert_outputs, targets)]
+    return jacobs.posterior(*as_tensor).numpy()
+
+
+@shortcut("ex01_jacobs", "em_step", "writes the E-step, then calls the library's fit_linear_experts for the M-step")
+def library_weighted_least_squares(x, y, weights, prior, noise_var=1.0):
+    _, new_prior, h = ex01_jacobs.em_step(x, y, weights, prior, noise_var)
+    new_weights, _ = hme.fit_linear_experts(x, y, h)
+    return new_weights.T, new_prior, h
+
+
+@wrong("ex01_jacobs", "hme_posteriors", "h_nested normalised over every leaf (it is h_leaf), not within its branch")
+def nested_over_all_leaves(top_logits, nested_logits, log_likelihoods):
+    h_top, _, h_leaf = ex01_jacobs.hme_posteriors(top_logits, nested_logits, log_likelihoods)
+    return h_top, h_leaf, h_leaf
+
+
+@wrong("ex01_jacobs", "hme_posteriors", "branch evidence from the raw nested logits, without log_softmax: "
+       "each branch's own constant then shifts h_top")
+def evidence_from_raw_logits(top_logits, nested_logits, log_likelihoods):
+    joint = nested_logits + log_likelihoods  # (N, I, J)
+    m = joint.max(axis=(1, 2), keepdims=True)
+    evidence = m[..., 0] + np.log(np.exp(joint - m).sum(axis=2))
+    h_top = ex01_jacobs.softmax(ex01_jacobs.log_softmax(top_logits) + evidence, axis=1)
+    h_nested = ex01_jacobs.softmax(joint, axis=2)
+    return h_top, h_nested, h_top[:, :, None] * h_nested
+
+
+@wrong("ex01_jacobs", "hme_posteriors", "h_nested = h_leaf / h_top: 0 / 0 where the top gate rules a branch out")
+def nested_by_division(top_logits, nested_logits, log_likelihoods):
+    h_top, _, h_leaf = ex01_jacobs.hme_posteriors(top_logits, nested_logits, log_likelihoods)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return h_top, h_leaf / h_top[:, :, None], h_leaf
+
+
+@wrong("ex01_jacobs", "hme_posteriors", "prior times likelihood with exp, then normalised: 0 / 0 when every "
+       "log-likelihood is near -1000")
+def posteriors_without_logs(top_logits, nested_logits, log_likelihoods):
+    g_top, g_nested = ex01_jacobs.softmax(top_logits, axis=1), ex01_jacobs.softmax(nested_logits, axis=2)
+    joint = g_top[:, :, None] * g_nested * np.exp(log_likelihoods)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        leaf = joint / joint.sum(axis=(1, 2), keepdims=True)
+        nested = g_nested * np.exp(log_likelihoods) / (g_nested * np.exp(log_likelihoods)).sum(axis=2, keepdims=True)
+    return leaf.sum(axis=2), nested, leaf
+
+
+@shortcut("ex01_jacobs", "hme_posteriors", "calls the library's posteriors")
+def library_tree_posteriors(top_logits, nested_logits, log_likelihoods):
+    h = hme.posteriors(top_logits, nested_logits, log_likelihoods)
+    return h.top, h.nested, h.leaf
+
+
+@wrong("ex01_jacobs", "hme_em_step", "fits branch i's gate to h_{j|i} alone, forgetting to weight each case by h_i")
+def nested_gates_unweighted(x, y, top_gate, nested_gates, experts, variances, fit_gate, min_variance=1e-6):
+    new_top, _, new_experts, new_variances = ex01_jacobs.hme_em_step(x, y, top_gate, nested_gates, experts,
+                                                                     variances, fit_gate, min_variance)
+    means = np.einsum("nd,dij->nij", x, experts)
+    log_lik = -0.5 * (np.log(2 * np.pi * variances) + (y[:, None, None] - means) ** 2 / variances)
+    _, h_nested, _ = ex01_jacobs.hme_posteriors(x @ top_gate, np.einsum("nd,dij->nij", x, nested_gates), log_lik)
+    nested = np.stack([fit_gate(x, h_nested[:, i], nested_gates[:, i]) for i in range(experts.shape[1])], axis=1)
+    return new_top, nested, new_experts, new_variances
+
+
+@wrong("ex01_jacobs", "hme_em_step", "the new variances from the residuals of the old expert weights")
+def variances_from_old_weights(x, y, top_gate, nested_gates, experts, variances, fit_gate, min_variance=1e-6):
+    new_top, new_nested, new_experts, _ = ex01_jacobs.hme_em_step(x, y, top_gate, nested_gates, experts,
+                                                                  variances, fit_gate, min_variance)
+    means = np.einsum("nd,dij->nij", x, experts)
+    log_lik = -0.5 * (np.log(2 * np.pi * variances) + (y[:, None, None] - means) ** 2 / variances)
+    _, _, h_leaf = ex01_jacobs.hme_posteriors(x @ top_gate, np.einsum("nd,dij->nij", x, nested_gates), log_lik)
+    old = (h_leaf * (y[:, None, None] - means) ** 2).sum(axis=0) / h_leaf.sum(axis=0)
+    return new_top, new_nested, new_experts, np.maximum(old, min_variance)
+
+
+@wrong("ex01_jacobs", "hme_em_step", "no variance floor: an expert that fits its cases exactly gets variance 0")
+def no_variance_floor(x, y, top_gate, nested_gates, experts, variances, fit_gate, min_variance=1e-6):
+    return ex01_jacobs.hme_em_step(x, y, top_gate, nested_gates, experts, variances, fit_gate, min_variance=0.0)
+
+
+@wrong("ex01_jacobs", "hme_em_step", "the E-step with unit variances: the experts' noise levels ignored")
+def e_step_with_unit_variances(x, y, top_gate, nested_gates, experts, variances, fit_gate, min_variance=1e-6):
+    return ex01_jacobs.hme_em_step(x, y, top_gate, nested_gates, experts, np.ones_like(variances), fit_gate,
+                                   min_variance)
+
+
+@shortcut("ex01_jacobs", "hme_em_step", "writes the E-step, then calls the library's fit_linear_experts")
+def library_tree_experts(x, y, top_gate, nested_gates, experts, variances, fit_gate, min_variance=1e-6):
+    new_top, new_nested, _, _ = ex01_jacobs.hme_em_step(x, y, top_gate, nested_gates, experts, variances,
+                                                        fit_gate, min_variance)
+    means = np.einsum("nd,dij->nij", x, experts)
+    log_lik = -0.5 * (np.log(2 * np.pi * variances) + (y[:, None, None] - means) ** 2 / variances)
+    _, _, h_leaf = ex01_jacobs.hme_posteriors(x @ top_gate, np.einsum("nd,dij->nij", x, nested_gates), log_lik)
+    weights, new_variances = hme.fit_linear_experts(x, y, h_leaf.reshape(len(x), -1), min_variance)
+    return new_top, new_nested, weights.reshape(experts.shape), new_variances.reshape(variances.shape)
+
+
 # ---- ex02: sparse gating --------------------------------------------------------------------------
 
 def _top_k_mask(values, k):
@@ -391,6 +496,78 @@ def forgets_the_gates(sorted_outputs, order, gates):
     return outputs.reshape(gates.shape[0], gates.shape[1], -1).sum(axis=1)
 
 
+def _top2_gates(probs, stable=True):
+    index = (np.argsort(-probs, axis=-1, kind="stable") if stable else np.argsort(probs, axis=-1)[:, ::-1])[:, :2]
+    top2 = np.take_along_axis(probs, index, axis=-1)
+    return index, top2 / top2.sum(axis=-1, keepdims=True), top2
+
+
+@wrong("ex03_switch_gshard", "gshard_random_routing", "keeps the second expert with probability g2, not min(1, 2 g2)")
+def keeps_with_probability_g2(probs, uniform):
+    index, gates, _ = _top2_gates(probs)
+    return index, gates, gates[:, 1] > uniform
+
+
+@wrong("ex03_switch_gshard", "gshard_random_routing", "tests the raw probability p2 instead of the renormalised g2")
+def tests_raw_p2(probs, uniform):
+    index, gates, top2 = _top2_gates(probs)
+    return index, gates, 2 * top2[:, 1] > uniform
+
+
+@wrong("ex03_switch_gshard", "gshard_random_routing", "2 g2 >= u: keeps a second expert of gate 0 when u = 0")
+def inclusive_comparison(probs, uniform):
+    index, gates, _ = _top2_gates(probs)
+    return index, gates, 2 * gates[:, 1] >= uniform
+
+
+@wrong("ex03_switch_gshard", "gshard_random_routing", "mesh-TensorFlow's rule u < g2 / 0.2, not the paper's 2 g2 > u")
+def mesh_threshold_rule(probs, uniform):
+    index, gates, _ = _top2_gates(probs)
+    return index, gates, uniform < gates[:, 1] / 0.2
+
+
+@wrong("ex03_switch_gshard", "gshard_random_routing", "reverses an ascending sort: ties go to the higher index")
+def ties_to_the_higher_index(probs, uniform):
+    index, gates, _ = _top2_gates(probs, stable=False)
+    return index, gates, 2 * gates[:, 1] > uniform
+
+
+def _first_choice_fractions(router_probs):
+    first = np.argmax(router_probs.data, axis=-1)
+    return (first[..., None] == np.arange(router_probs.shape[-1])).mean(axis=-2).astype(router_probs.dtype)
+
+
+@wrong("ex03_switch_gshard", "gshard_aux_loss", "multiplies by E^2 as the reference code does: uniform gives 1")
+def times_e_squared(router_probs):
+    n_experts = router_probs.shape[-1]
+    return (router_probs.mean(axis=1) * _first_choice_fractions(router_probs)).mean() * float(n_experts**2)
+
+
+@wrong("ex03_switch_gshard", "gshard_aux_loss", "pools the groups: c and m over all G*S tokens at once")
+def pools_the_groups(router_probs):
+    flat = router_probs.reshape(-1, router_probs.shape[-1])
+    return (flat.mean(axis=0) * _first_choice_fractions(flat)).mean()
+
+
+@wrong("ex03_switch_gshard", "gshard_aux_loss", "counts both top-2 choices (over 2S), not the first choice only")
+def counts_both_choices(router_probs):
+    n_experts = router_probs.shape[-1]
+    top2 = np.argsort(-router_probs.data, axis=-1, kind="stable")[..., :2]
+    fraction = (top2[..., None] == np.arange(n_experts)).mean(axis=(-3, -2)).astype(router_probs.dtype)
+    return (router_probs.mean(axis=1) * fraction).mean()
+
+
+@shortcut("ex03_switch_gshard", "gshard_aux_loss", "calls the library's gshard_balance_loss on each group")
+def library_gshard_loss(router_probs):
+    n_groups, _, n_experts = router_probs.shape
+    total = None
+    for g in range(n_groups):
+        group = router_probs[g]
+        value = losses.gshard_balance_loss(group, np.argmax(group.data, axis=-1)[:, None], n_experts)
+        total = value if total is None else total + value
+    return total * (1.0 / n_groups)
+
+
 # ---- ex04: the Transformer ------------------------------------------------------------------------
 
 @wrong("ex04_transformer", "causal_mask", "the upper triangle: every query sees the future")
@@ -453,6 +630,106 @@ def truncates(x):
 def ties_away(x):
     bits = np.asarray(x, dtype=np.float32).view(np.uint32)
     return ((bits + np.uint32(0x8000)) & np.uint32(0xFFFF0000)).view(np.float32)
+
+
+def _global_norm(grads):
+    return math.sqrt(sum(float(np.square(g, dtype=np.float64).sum()) for g in grads))
+
+
+@wrong("ex05_stability", "clip_grad_norm", "clips each array by its own norm instead of one global norm")
+def per_tensor_clipping(grads, max_norm):
+    if not max_norm > 0:
+        raise ValueError("max_norm must be positive")
+    clipped = [g * (max_norm / (np.linalg.norm(g) + 1e-6)) if np.linalg.norm(g) > max_norm else g.copy() for g in grads]
+    return clipped, _global_norm(grads)
+
+
+@wrong("ex05_stability", "clip_grad_norm", "returns the norm after clipping, not before")
+def norm_after_clipping(grads, max_norm):
+    clipped, _ = ex05_stability.clip_grad_norm(grads, max_norm)
+    return clipped, _global_norm(clipped)
+
+
+@wrong("ex05_stability", "clip_grad_norm", "scales the caller's arrays in place (g *= scale)")
+def clips_in_place(grads, max_norm):
+    clipped, norm = ex05_stability.clip_grad_norm(grads, max_norm)
+    for g, c in zip(grads, clipped):
+        g[...] = c
+    return grads, norm
+
+
+@wrong("ex05_stability", "clip_grad_norm", "a NumPy float64 factor: float32 and float16 gradients come back float64")
+def float64_factor(grads, max_norm):
+    clipped, norm = ex05_stability.clip_grad_norm(grads, max_norm)
+    scale = np.float64(max_norm) / (norm + 1e-6) if math.isfinite(norm) and norm > max_norm else np.float64(1.0)
+    return [np.asarray(g) * scale for g in grads], norm
+
+
+@wrong("ex05_stability", "clip_grad_norm", "rescales to max_norm always, so small gradients are scaled up")
+def always_rescales(grads, max_norm):
+    norm = _global_norm(grads)
+    if not max_norm > 0:
+        raise ValueError("max_norm must be positive")
+    with np.errstate(invalid="ignore"):
+        return [g * (max_norm / (norm + 1e-6)) for g in grads], norm
+
+
+@wrong("ex05_stability", "clip_grad_norm", "scales a non-finite norm too: max_norm / inf = 0 turns inf into NaN")
+def scales_non_finite(grads, max_norm):
+    norm = _global_norm(grads)
+    if not max_norm > 0:
+        raise ValueError("max_norm must be positive")
+    with np.errstate(invalid="ignore"):
+        return [g * (max_norm / (norm + 1e-6)) if norm > max_norm else g.copy() for g in grads], norm
+
+
+def _checked_schedule(step, total_steps, peak_lr, warmup_steps, min_lr):
+    """Raises where the reference does; the wrong schedules below differ only in the formula."""
+    ex05_stability.warmup_cosine_lr(step, total_steps, peak_lr, warmup_steps, min_lr)
+    return np.asarray(step)
+
+
+@wrong("ex05_stability", "warmup_cosine_lr", "warm-up as step / warmup_steps: the first update gets a rate of 0")
+def warmup_from_zero(step, total_steps, peak_lr, warmup_steps, min_lr):
+    step = _checked_schedule(step, total_steps, peak_lr, warmup_steps, min_lr)
+    rate = ex05_stability.warmup_cosine_lr(step, total_steps, peak_lr, warmup_steps, min_lr)
+    return np.where(step < warmup_steps, peak_lr * step / max(warmup_steps, 1), rate)
+
+
+@wrong("ex05_stability", "warmup_cosine_lr", "step <= warmup_steps in the warm-up: above the peak at step warmup_steps")
+def warmup_one_step_too_long(step, total_steps, peak_lr, warmup_steps, min_lr):
+    step = _checked_schedule(step, total_steps, peak_lr, warmup_steps, min_lr)
+    rate = ex05_stability.warmup_cosine_lr(step, total_steps, peak_lr, warmup_steps, min_lr)
+    return np.where(step <= warmup_steps, peak_lr * (step + 1) / max(warmup_steps, 1), rate)
+
+
+@wrong("ex05_stability", "warmup_cosine_lr", "cosine progress step / total_steps, not counted from the warm-up's end")
+def progress_from_step_zero(step, total_steps, peak_lr, warmup_steps, min_lr):
+    step = _checked_schedule(step, total_steps, peak_lr, warmup_steps, min_lr)
+    progress = np.minimum(1.0, step / total_steps)
+    cosine = min_lr + (peak_lr - min_lr) * 0.5 * (1 + np.cos(np.pi * progress))
+    return np.where(step < warmup_steps, peak_lr * (step + 1) / max(warmup_steps, 1), cosine)
+
+
+@wrong("ex05_stability", "warmup_cosine_lr", "no clamp after total_steps: the cosine climbs back up")
+def cosine_not_clamped(step, total_steps, peak_lr, warmup_steps, min_lr):
+    step = _checked_schedule(step, total_steps, peak_lr, warmup_steps, min_lr)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    cosine = min_lr + (peak_lr - min_lr) * 0.5 * (1 + np.cos(np.pi * progress))
+    return np.where(step < warmup_steps, peak_lr * (step + 1) / max(warmup_steps, 1), cosine)
+
+
+@wrong("ex05_stability", "warmup_cosine_lr", "decays to 0 and ignores min_lr")
+def decays_to_zero(step, total_steps, peak_lr, warmup_steps, min_lr):
+    step = _checked_schedule(step, total_steps, peak_lr, warmup_steps, min_lr)
+    return ex05_stability.warmup_cosine_lr(step, total_steps, peak_lr, warmup_steps, 0.0)
+
+
+@wrong("ex05_stability", "warmup_cosine_lr", "an if on the step: works for an int, fails on an array of steps")
+def scalar_if(step, total_steps, peak_lr, warmup_steps, min_lr):
+    if step < warmup_steps:
+        return np.float64(peak_lr * (step + 1) / warmup_steps)
+    return ex05_stability.warmup_cosine_lr(step, total_steps, peak_lr, warmup_steps, min_lr)
 
 
 # ---- ex06: the routing zoo ------------------------------------------------------------------------
@@ -560,6 +837,77 @@ def proportional_step(bias, load, rate):
     return bias + rate * (load.mean() - load)
 
 
+def _sequence_counts(topk_idx, n_experts):
+    return (topk_idx[..., None] == np.arange(n_experts)).sum(axis=(1, 2))  # (B, E)
+
+
+@wrong("ex07_deepseek", "sequence_balance_loss", "f and P over the whole batch: the batch-wise loss, not per sequence")
+def batch_wise(scores, topk_idx, n_experts, k, alpha):
+    n_seq, length, _ = scores.shape
+    return ex07_deepseek.sequence_balance_loss(scores.reshape(1, n_seq * length, n_experts),
+                                               topk_idx.reshape(1, n_seq * length, k), n_experts, k, alpha)
+
+
+@wrong("ex07_deepseek", "sequence_balance_loss", "P from the raw sigmoid scores s, not s' = s / sum_j s")
+def unnormalised_affinities(scores, topk_idx, n_experts, k, alpha):
+    f = _sequence_counts(topk_idx, n_experts) * n_experts / (k * scores.shape[1])
+    return float(alpha * (f * scores.mean(axis=1)).sum(axis=1).mean())
+
+
+@wrong("ex07_deepseek", "sequence_balance_loss", "f = count / (k T) without the factor N_r: uniform routing gives alpha / E")
+def no_factor_n_r(scores, topk_idx, n_experts, k, alpha):
+    f = _sequence_counts(topk_idx, n_experts) / (k * scores.shape[1])
+    p = (scores / scores.sum(axis=-1, keepdims=True)).mean(axis=1)
+    return float(alpha * (f * p).sum(axis=1).mean())
+
+
+@shortcut("ex07_deepseek", "sequence_balance_loss", "calls the library's deepseek_sequence_loss")
+def library_sequence_loss(scores, topk_idx, n_experts, k, alpha):
+    probs = mm.tensor(scores / scores.sum(axis=-1, keepdims=True), dtype=np.float64)
+    return alpha * losses.deepseek_sequence_loss(probs, np.asarray(topk_idx), n_experts, k).item()
+
+
+def _limited_topk(scores, group_score, topk_groups, k, fill=-np.inf):
+    """Top-k among the experts of the `topk_groups` best groups by `group_score` (T, G)."""
+    n_tokens, n_groups = group_score.shape
+    best = np.argsort(-group_score, axis=-1, kind="stable")[:, :topk_groups]
+    allowed = np.zeros((n_tokens, n_groups), dtype=bool)
+    np.put_along_axis(allowed, best, True, axis=1)
+    masked = np.where(np.repeat(allowed, scores.shape[1] // n_groups, axis=1), scores, fill)
+    return np.argsort(-masked, axis=-1, kind="stable")[:, :k]
+
+
+@wrong("ex07_deepseek", "group_limited_topk", "scores each group by its best expert (the max), not the best two")
+def group_by_max(scores, n_groups, topk_groups, k):
+    grouped = scores.reshape(len(scores), n_groups, -1)
+    return _limited_topk(scores, grouped.max(axis=-1), topk_groups, k)
+
+
+@wrong("ex07_deepseek", "group_limited_topk", "scores each group by the sum of all its experts")
+def group_by_sum(scores, n_groups, topk_groups, k):
+    grouped = scores.reshape(len(scores), n_groups, -1)
+    return _limited_topk(scores, grouped.sum(axis=-1), topk_groups, k)
+
+
+@wrong("ex07_deepseek", "group_limited_topk", "masks the other groups with 0: they win when s + b is negative")
+def masks_with_zero(scores, n_groups, topk_groups, k):
+    grouped = scores.reshape(len(scores), n_groups, -1)
+    return _limited_topk(scores, np.sort(grouped, axis=-1)[..., -2:].sum(axis=-1), topk_groups, k, fill=0.0)
+
+
+@wrong("ex07_deepseek", "group_limited_topk", "returns the chosen experts in index order, not by decreasing score")
+def sorted_by_index(scores, n_groups, topk_groups, k):
+    return np.sort(ex07_deepseek.group_limited_topk(scores, n_groups, topk_groups, k), axis=-1)
+
+
+@shortcut("ex07_deepseek", "group_limited_topk", "masks the groups with the library's DeepSeekV3Router")
+def library_group_mask(scores, n_groups, topk_groups, k):
+    from minimoe.moe.routers import DeepSeekV3Router
+
+    router = DeepSeekV3Router(1, scores.shape[1], k, n_groups=n_groups, topk_groups=topk_groups)
+    return np.argsort(-router._mask_groups(scores), axis=-1, kind="stable")[:, :k]
+
+
 # ---- ex08: specialisation -------------------------------------------------------------------------
 
 @wrong("ex08_specialisation", "domain_expert_counts", "counts[d, e] += 1 (fancy indexing): repeats count once")
@@ -600,6 +948,81 @@ def expert_entropy(counts):
     p = counts.sum(axis=0) / counts.sum()
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())
+
+
+def _neighbour_sets(ids):
+    """(now, after) of a learner-style rate: every token's experts as a set, broadcast for pairs."""
+    ids = np.asarray(ids)
+    ids = ids[:, :, None] if ids.ndim == 2 else ids
+    return ids[:, :-1, :, None], ids[:, 1:, None, :]
+
+
+@wrong("ex08_specialisation", "consecutive_same_expert_rate", "flattens the rows: counts the pair (last token of "
+       "one sequence, first of the next)")
+def counts_across_rows(expert_ids):
+    ids = np.asarray(expert_ids)
+    if ids.shape[0] == 0 or ids.shape[1] < 2:
+        raise ValueError("no consecutive pairs")
+    return ex08_specialisation.consecutive_same_expert_rate(ids.reshape((1, -1) + ids.shape[2:]))
+
+
+@wrong("ex08_specialisation", "consecutive_same_expert_rate", "divides the repeats by B * T tokens, not the "
+       "B * (T - 1) pairs")
+def divides_by_tokens(expert_ids):
+    ids = np.asarray(expert_ids)
+    if ids.shape[0] == 0 or ids.shape[1] < 2:
+        raise ValueError("no consecutive pairs")
+    rate = ex08_specialisation.consecutive_same_expert_rate(ids)
+    return rate * (ids.shape[1] - 1) / ids.shape[1]
+
+
+@wrong("ex08_specialisation", "consecutive_same_expert_rate", "counts -1 == -1 (two dropped assignments) as a repeat")
+def dropped_ones_match(expert_ids):
+    ids = np.asarray(expert_ids)
+    if ids.shape[0] == 0 or ids.shape[1] < 2:
+        raise ValueError("no consecutive pairs")
+    now, after = _neighbour_sets(ids)
+    return float((now == after).any(axis=(2, 3)).mean())
+
+
+@wrong("ex08_specialisation", "consecutive_same_expert_rate", "compares the sets position by position (first with "
+       "first, second with second)")
+def same_slot_only(expert_ids):
+    ids = np.asarray(expert_ids)
+    if ids.shape[0] == 0 or ids.shape[1] < 2:
+        raise ValueError("no consecutive pairs")
+    ids = ids[:, :, None] if ids.ndim == 2 else ids
+    return float(((ids[:, :-1] == ids[:, 1:]) & (ids[:, 1:] >= 0)).any(axis=2).mean())
+
+
+@wrong("ex08_specialisation", "consecutive_same_expert_rate", "compares only the first choices of (B, T, k) ids")
+def first_choices_of_sets(expert_ids):
+    ids = np.asarray(expert_ids)
+    return ex08_specialisation.consecutive_same_expert_rate(ids[:, :, 0] if ids.ndim == 3 else ids)
+
+
+@wrong("ex08_specialisation", "consecutive_same_expert_rate", "integer division: repeats // pairs")
+def integer_division(expert_ids):
+    ids = np.asarray(expert_ids)
+    if ids.shape[0] == 0 or ids.shape[1] < 2:
+        raise ValueError("no consecutive pairs")
+    now, after = _neighbour_sets(ids)
+    shared = ((now == after) & (now >= 0)).any(axis=(2, 3))
+    return int(shared.sum()) // shared.size
+
+
+@wrong("ex08_specialisation", "consecutive_same_expert_rate", "no check for T = 1: the mean of no pairs (NaN)")
+def nan_without_pairs(expert_ids):
+    now, after = _neighbour_sets(expert_ids)
+    shared = ((now == after) & (now >= 0)).any(axis=(2, 3))
+    return float(shared.sum() / shared.size) if shared.size else float("nan")
+
+
+@shortcut("ex08_specialisation", "consecutive_same_expert_rate", "calls minimoe.moe.locality's own rate")
+def library_repeat_rate(expert_ids):
+    from minimoe.moe.locality import consecutive_same_expert_rate
+
+    return consecutive_same_expert_rate(expert_ids)
 
 
 # ---- ex09: scale and systems ----------------------------------------------------------------------
@@ -956,6 +1379,21 @@ def library_z_loss(logits):
     return losses.z_loss(logits)
 
 
+@shortcut("ex05_stability", "clip_grad_norm", "wraps the arrays as parameters and calls minimoe.optim.clip_grad_norm")
+def library_clip(grads, max_norm):
+    params = [mm.tensor(np.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = np.array(g)
+    norm = optim.clip_grad_norm(params, max_norm)
+    return [p.grad for p in params], norm
+
+
+@shortcut("ex05_stability", "warmup_cosine_lr", "calls minimoe.optim.warmup_cosine step by step")
+def library_schedule(step, total_steps, peak_lr, warmup_steps, min_lr):
+    rates = [optim.warmup_cosine(int(s), peak_lr, warmup_steps, total_steps, min_lr / peak_lr) for s in np.ravel(step)]
+    return np.array(rates).reshape(np.shape(step))
+
+
 @wrong("ex05_stability", "round_to_bfloat16", "no NaN case: a NaN whose payload is in the low bits becomes inf")
 def nan_payload_to_inf(x):
     bits = np.asarray(x, dtype=np.float32).view(np.uint32)
@@ -1077,6 +1515,145 @@ def send_counts_without_minlength(expert_index, n_experts, n_ranks):
     if n_experts % n_ranks:
         raise ValueError("n_experts must be divisible by n_ranks")
     return np.bincount(expert_index[expert_index >= 0] // (n_experts // n_ranks))
+
+
+def _batches_to_schedule(times, order, first, window, max_batch, full_leaves_early=True):
+    """(batch_id, dispatch_time) in input order from the sorted positions where batches start."""
+    t = np.asarray(times, dtype=np.float64)[order]
+    size = np.diff(np.append(first, len(t)))
+    full = (size == max_batch) if full_leaves_early else np.zeros(len(size), dtype=bool)
+    dispatch = np.where(full, t[first + size - 1], t[first] + window)
+    batch_id = np.empty(len(t), dtype=np.int64)
+    batch_id[order] = np.repeat(np.arange(len(first)), size)
+    return batch_id, dispatch[batch_id]
+
+
+@wrong("ex09_scale", "batch_window_schedule", "windows on a fixed clock (floor(t / W)) instead of opened by the "
+       "first waiting token")
+def fixed_clock_windows(arrival_times, window, max_batch):
+    if window < 0 or max_batch < 1:
+        raise ValueError("window must be >= 0 and max_batch >= 1")
+    order = np.argsort(arrival_times, kind="stable")
+    t = np.asarray(arrival_times, dtype=np.float64)[order]
+    tick = np.floor(t / window) if window > 0 else t  # (N,) which clock window each token falls in
+    new_tick = np.append(True, tick[1:] != tick[:-1])
+    rank = np.arange(len(t)) - np.maximum.accumulate(np.where(new_tick, np.arange(len(t)), 0))
+    first = np.flatnonzero(new_tick | (rank % max_batch == 0))
+    return _batches_to_schedule(arrival_times, order, first, window, max_batch)
+
+
+@wrong("ex09_scale", "batch_window_schedule", "a full batch still waits for its window to close")
+def full_batch_waits(arrival_times, window, max_batch):
+    batch_id, _ = ex09_scale.batch_window_schedule(arrival_times, window, max_batch)
+    order = np.argsort(batch_id, kind="stable")
+    first = np.flatnonzero(np.append(True, np.diff(batch_id[order]) != 0))
+    return _batches_to_schedule(arrival_times, order, first, window, max_batch, full_leaves_early=False)
+
+
+@wrong("ex09_scale", "batch_window_schedule", "returns the results in order of arrival, not in the input order")
+def sorted_order_results(arrival_times, window, max_batch):
+    batch_id, dispatch = ex09_scale.batch_window_schedule(arrival_times, window, max_batch)
+    order = np.argsort(arrival_times, kind="stable")
+    return batch_id[order], dispatch[order]
+
+
+@wrong("ex09_scale", "batch_window_schedule", "closes the window early: t < first + window instead of <=")
+def window_excludes_its_end(arrival_times, window, max_batch):
+    return ex09_scale.batch_window_schedule(arrival_times, np.nextafter(window, -np.inf) if window > 0 else window,
+                                            max_batch)
+
+
+@shortcut("ex09_scale", "batch_window_schedule", "calls minimoe.serving.batch_window_schedule")
+def library_schedule(arrival_times, window, max_batch):
+    return serving.batch_window_schedule(arrival_times, window, max_batch)
+
+
+# ---- ex10: scaling with experts, upcycling, fine-tuning ------------------------------------------
+
+def _upcycle_then(edit):
+    """The reference upcycle, then `edit(dense, upcycled, n_experts, top_k)` applied to its weights."""
+    def upcycled(dense_model, n_experts, top_k):
+        model = ex10_scaling.upcycle(dense_model, n_experts, top_k)
+        edit(dense_model, model)
+        return model
+
+    upcycled.__name__ = edit.__name__.lstrip("_")
+    return upcycled
+
+
+def _fresh_expert_biases(dense, model):
+    for layer in model.moe_layers():
+        layer.experts.b_in.data = np.zeros_like(layer.experts.b_in.data)
+        layer.experts.b_out.data = np.zeros_like(layer.experts.b_out.data)
+
+
+def _output_split_over_k(dense, model):
+    for layer in model.moe_layers():
+        layer.experts.w_out.data = layer.experts.w_out.data / layer.cfg.top_k
+        layer.experts.b_out.data = layer.experts.b_out.data / layer.cfg.top_k
+
+
+def _zero_router(dense, model):
+    for layer in model.moe_layers():
+        layer.router.weight.data = np.zeros_like(layer.router.weight.data)
+
+
+wrong("ex10_scaling", "upcycle", "copies the FFN's weight matrices but not its biases (the experts' biases are "
+      "zero)")(_upcycle_then(_fresh_expert_biases))
+wrong("ex10_scaling", "upcycle", "divides each copy's output by top_k, as if the k experts' outputs were added up "
+      "rather than weighted by gates that sum to one")(_upcycle_then(_output_split_over_k))
+wrong("ex10_scaling", "upcycle", "a zero router, 'neutral' at the start: every token ties and goes to experts "
+      "0..k-1")(_upcycle_then(_zero_router))
+
+
+@wrong("ex10_scaling", "upcycle", "gates that do not sum to one: Switch-style top-k probabilities, not renormalised")
+def unrenormalised_gates(dense_model, n_experts, top_k):
+    import dataclasses
+
+    from minimoe.models import Transformer
+
+    model = ex10_scaling.upcycle(dense_model, n_experts, top_k)
+    unrenormalised = Transformer(dataclasses.replace(model.config, renormalize=False))
+    unrenormalised.load_state_dict(model.state_dict())
+    return unrenormalised
+
+
+@shortcut("ex10_scaling", "upcycle", "calls the library's upcycle")
+def library_upcycle(dense_model, n_experts, top_k):
+    from minimoe.models import upcycle
+
+    return upcycle(dense_model, n_experts, top_k)
+
+
+@wrong("ex10_scaling", "routing_drift", "compares every slot in order, not the first choice (and ignores first_only)")
+def every_slot_in_order(ids_before, ids_after, first_only=True):
+    return float(np.mean(np.asarray(ids_before) != np.asarray(ids_after)))
+
+
+@wrong("ex10_scaling", "routing_drift", "the share of tokens that kept their choice, 1 - drift")
+def share_kept(ids_before, ids_after, first_only=True):
+    return 1.0 - ex10_scaling.routing_drift(ids_before, ids_after, first_only)
+
+
+@wrong("ex10_scaling", "routing_drift", "the set version counts a token as changed if any of its k choices changed")
+def any_choice_changed(ids_before, ids_after, first_only=True):
+    if first_only:
+        return ex10_scaling.routing_drift(ids_before, ids_after)
+    before, after = np.asarray(ids_before), np.asarray(ids_after)
+    kept = (before[..., :, None] == after[..., None, :]).any(axis=-1)
+    return float(np.mean(~kept.all(axis=-1)))
+
+
+@wrong("ex10_scaling", "fit_power_law", "fits the loss itself against log E (a log-linear law), not log loss")
+def log_linear(n_experts, losses):
+    slope, intercept = np.polyfit(np.log(np.asarray(n_experts, dtype=float)), np.asarray(losses, dtype=float), 1)
+    return float(intercept), float(slope)
+
+
+@wrong("ex10_scaling", "fit_power_law", "returns the intercept log c instead of c")
+def log_c(n_experts, losses):
+    c, alpha = ex10_scaling.fit_power_law(n_experts, losses)
+    return float(np.log(c)), alpha
 
 
 # ---- correct answers by another method: each must score full marks -------------------------------
