@@ -11,6 +11,8 @@ from minimoe.calculator import count_parameters, flops_per_token
 from minimoe.models import ModelConfig, Transformer, generate, model_summary
 from minimoe.models.rotary import rotary
 
+from model_gradients import check_sampled_gradients  # noqa: E402
+
 TINY = ModelConfig(d_model=16, n_layers=2, n_heads=2, context=8, n_experts=4, top_k=2, expert_hidden=8)
 
 
@@ -132,19 +134,7 @@ def test_model_gradients_match_finite_differences(config, rng):
     def loss():
         return F.cross_entropy(model(x), y) + model.aux_loss()
 
-    loss().backward()
-    eps = 1e-6
-    for name, p in model.named_parameters():
-        for flat in rng.choice(p.size, size=min(3, p.size), replace=False):
-            index = np.unravel_index(flat, p.shape)
-            original = p.data[index]
-            p.data[index] = original + eps
-            up = loss().item()
-            p.data[index] = original - eps
-            down = loss().item()
-            p.data[index] = original
-            numeric, analytic = (up - down) / (2 * eps), p.grad[index]
-            assert abs(numeric - analytic) <= 1e-6 * max(1e-2, abs(numeric)), (name, index, numeric, analytic)
+    check_sampled_gradients(model, loss, rng)
 
 
 # ---- sampling ----------------------------------------------------------------------------------
